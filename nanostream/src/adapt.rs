@@ -1,0 +1,141 @@
+//! Running nodes outside a topology, on plain streams.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+
+use crate::emitter::Emitter;
+use crate::node::{Context, Node, Sink};
+
+enum Phase {
+    Setup,
+    Running,
+    Done,
+}
+
+struct Apply<N: Node, S> {
+    node: N,
+    input: Pin<Box<S>>,
+    out: Emitter<N::Out>,
+    ready: VecDeque<Result<N::Out, N::Error>>,
+    phase: Phase,
+}
+
+/// Use a [`Node`] as a stream adapter, outside any topology.
+///
+/// Handy for unit-testing a node, or for reusing one in existing async code.
+pub trait NodeExt: Node + Sized {
+    /// Runs the node over `input`: the returned stream yields every output in
+    /// order, then the outputs of the final hook.
+    ///
+    /// An error from the node is yielded in place and processing goes on
+    /// with the next item, so the caller decides what an error means; an
+    /// error from `setup` ends the stream after it is yielded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// #[node]
+    /// async fn parse(line: String) -> Result<u32, std::num::ParseIntError> {
+    ///     line.trim().parse()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lines = ["1", "x", " 3"].map(String::from);
+    /// let out: Vec<_> = parse().apply(futures::stream::iter(lines)).collect().await;
+    /// assert_eq!(out[0], Ok(1));
+    /// assert!(out[1].is_err());
+    /// assert_eq!(out[2], Ok(3));
+    /// # }
+    /// ```
+    fn apply<S>(self, input: S) -> impl Stream<Item = Result<Self::Out, Self::Error>>
+    where
+        S: Stream<Item = Self::In>,
+    {
+        let state = Apply {
+            node: self,
+            input: Box::pin(input),
+            out: Emitter::detached(),
+            ready: VecDeque::new(),
+            phase: Phase::Setup,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            loop {
+                if let Some(item) = st.ready.pop_front() {
+                    return Some((item, st));
+                }
+                match st.phase {
+                    Phase::Setup => {
+                        st.phase = Phase::Running;
+                        let ctx = Context::detached(std::any::type_name::<Self>());
+                        if let Err(error) = st.node.setup(&ctx).await {
+                            st.ready.push_back(Err(error));
+                            st.phase = Phase::Done;
+                        }
+                    }
+                    Phase::Running => {
+                        let result = match st.input.next().await {
+                            Some(item) => st.node.process(item, &mut st.out).await,
+                            None => {
+                                st.phase = Phase::Done;
+                                st.node.finish(&mut st.out).await
+                            }
+                        };
+                        let Apply { out, ready, .. } = &mut st;
+                        ready.extend(out.drain_detached().map(Ok));
+                        if let Err(error) = result {
+                            ready.push_back(Err(error));
+                        }
+                    }
+                    Phase::Done => return None,
+                }
+            }
+        })
+    }
+}
+
+impl<N: Node> NodeExt for N {}
+
+/// Use a [`Sink`] on a plain stream, outside any topology.
+pub trait SinkExt: Sink + Sized {
+    /// Feeds every item of `input` to the sink, then runs its final hook.
+    ///
+    /// # Errors
+    ///
+    /// The first error of the sink; the remaining items are not consumed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::{SinkExt, prelude::*};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (sum, total) = fold(0, |a, x: u32| a + x);
+    /// sum.consume_all(futures::stream::iter([1, 2, 3])).await.unwrap();
+    /// assert_eq!(total.await, Some(6));
+    /// # }
+    /// ```
+    fn consume_all<S>(mut self, input: S) -> impl Future<Output = Result<(), Self::Error>>
+    where
+        S: Stream<Item = Self::In>,
+    {
+        async move {
+            let ctx = Context::detached(std::any::type_name::<Self>());
+            self.setup(&ctx).await?;
+            let mut input = std::pin::pin!(input);
+            while let Some(item) = input.next().await {
+                self.consume(item).await?;
+            }
+            self.flush().await?;
+            self.finish().await
+        }
+    }
+}
+
+impl<K: Sink> SinkExt for K {}

@@ -1,0 +1,525 @@
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::driver::{self, Prepared};
+use crate::edge::{EdgeReceiver, EdgeSender, EdgeShared, EdgeSize, edge};
+use crate::emitter::Policy;
+use crate::error::BuildError;
+use crate::node::{Node, Sink, Source};
+use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, Topology};
+
+/// Edge capacity used when neither the edge nor the builder sets one.
+pub const DEFAULT_CAPACITY: usize = 1024;
+/// Most items moved across an edge in one chunk, unless the builder sets it.
+pub const DEFAULT_CHUNK_SIZE: usize = 256;
+
+static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The sending side of a node as it is wired.
+pub(crate) struct PortSpec<T> {
+    pub(crate) edges: Vec<EdgeSender<T>>,
+    pub(crate) cloner: Option<fn(&T) -> T>,
+    pub(crate) policy: Policy,
+}
+
+impl<T> Default for PortSpec<T> {
+    fn default() -> Self {
+        Self { edges: Vec::new(), cloner: None, policy: Policy::Broadcast }
+    }
+}
+
+pub(crate) type SharedPort<T> = Arc<Mutex<PortSpec<T>>>;
+pub(crate) type SharedInputs<T> = Arc<Mutex<Vec<EdgeReceiver<T>>>>;
+
+pub(crate) fn take_port<T>(port: &SharedPort<T>) -> PortSpec<T> {
+    std::mem::take(&mut *lock(port))
+}
+
+pub(crate) fn take_inputs<T>(inputs: &SharedInputs<T>) -> Vec<EdgeReceiver<T>> {
+    std::mem::take(&mut *lock(inputs))
+}
+
+/// The output of a node: pass it to [`TopologyBuilder::node`] or
+/// [`TopologyBuilder::sink`] to make another node read it.
+///
+/// Passing the handle by value connects one reader. Passing it by reference
+/// (`&out`) may be repeated to connect several readers, each of which gets
+/// every item (fan-out by broadcast); that needs `T: Clone`, because every
+/// reader receives its own copy. Items are never shared mutably between
+/// branches.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+///
+/// let mut g = Topology::builder();
+/// let words = g.source("words", from_iter(["a", "b"].map(String::from)));
+/// let upper = g.node("upper", map(|w: String| w.to_uppercase()), &words);
+/// let lens = g.node("lens", map(|w: String| w.len()), &words);
+/// g.sink("print_upper", for_each(|w: String| async move { println!("{w}") }), upper);
+/// g.sink("print_lens", for_each(|n: usize| async move { println!("{n}") }), lens);
+/// assert!(g.build().is_ok());
+/// ```
+pub struct Output<T> {
+    pub(crate) node: usize,
+    pub(crate) builder: u64,
+    pub(crate) port: SharedPort<T>,
+}
+
+impl<T> std::fmt::Debug for Output<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output").field("node", &self.node).field("item", &std::any::type_name::<T>()).finish()
+    }
+}
+
+/// One edge to be created, as named by an [`Inputs`] value.
+#[doc(hidden)]
+pub struct Link<T> {
+    node: usize,
+    builder: u64,
+    port: SharedPort<T>,
+    cloner: Option<fn(&T) -> T>,
+    capacity: Option<usize>,
+}
+
+/// What a node can read from: one output or several (fan-in).
+///
+/// Implemented for an [`Output`] by value, for `&Output<T>` when `T: Clone`
+/// (so the output can also feed other nodes), for arrays and `Vec`s of those,
+/// and for [`WithCapacity`].
+///
+/// # Examples
+///
+/// Fan-in from two sources of the same type, with a larger queue on one
+/// edge:
+///
+/// ```
+/// use nanostream::prelude::*;
+///
+/// let mut g = Topology::builder();
+/// let a = g.source("a", from_iter(0..10u32));
+/// let b = g.source("b", from_iter(10..20u32));
+/// let both = g.node("double", map(|x: u32| x * 2), [a.with_capacity(4096), b.with_capacity(64)]);
+/// g.sink("print", for_each(|x: u32| async move { println!("{x}") }), both);
+/// assert!(g.build().is_ok());
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be read by a node whose input is `{T}`",
+    label = "this does not produce `{T}` items",
+    note = "an `Output<X>` feeds nodes whose input is `X`; `&Output<X>` also needs `X: Clone` (fan-out copies each item)"
+)]
+pub trait Inputs<T> {
+    #[doc(hidden)]
+    fn links(self) -> Vec<Link<T>>;
+
+    /// Sets the capacity (in items) of the edges these inputs create,
+    /// overriding [`TopologyBuilder::default_capacity`].
+    fn with_capacity(self, capacity: usize) -> WithCapacity<Self>
+    where
+        Self: Sized,
+    {
+        WithCapacity { inputs: self, capacity }
+    }
+}
+
+impl<T> Inputs<T> for Output<T> {
+    fn links(self) -> Vec<Link<T>> {
+        vec![Link { node: self.node, builder: self.builder, port: self.port, cloner: None, capacity: None }]
+    }
+}
+
+impl<T: Clone> Inputs<T> for &Output<T> {
+    fn links(self) -> Vec<Link<T>> {
+        vec![Link {
+            node: self.node,
+            builder: self.builder,
+            port: self.port.clone(),
+            cloner: Some(<T as Clone>::clone),
+            capacity: None,
+        }]
+    }
+}
+
+impl<T, I: Inputs<T>, const N: usize> Inputs<T> for [I; N] {
+    fn links(self) -> Vec<Link<T>> {
+        self.into_iter().flat_map(Inputs::links).collect()
+    }
+}
+
+impl<T, I: Inputs<T>> Inputs<T> for Vec<I> {
+    fn links(self) -> Vec<Link<T>> {
+        self.into_iter().flat_map(Inputs::links).collect()
+    }
+}
+
+/// Inputs with an explicit edge capacity; see [`Inputs::with_capacity`].
+#[derive(Debug)]
+pub struct WithCapacity<I> {
+    inputs: I,
+    capacity: usize,
+}
+
+impl<T, I: Inputs<T>> Inputs<T> for WithCapacity<I> {
+    fn links(self) -> Vec<Link<T>> {
+        let mut links = self.inputs.links();
+        for link in &mut links {
+            link.capacity = Some(self.capacity);
+        }
+        links
+    }
+}
+
+/// A node whose inputs are connected later with [`TopologyBuilder::connect`].
+///
+/// Created by [`TopologyBuilder::placeholder`]; lets a graph be declared in
+/// any order.
+pub struct Placeholder<T> {
+    node: usize,
+    builder: u64,
+    inputs: SharedInputs<T>,
+}
+
+impl<T> std::fmt::Debug for Placeholder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placeholder").field("node", &self.node).field("item", &std::any::type_name::<T>()).finish()
+    }
+}
+
+struct NodeEntry {
+    name: String,
+    kind: NodeKind,
+    launch: Prepared,
+}
+
+struct EdgeEntry {
+    from: usize,
+    to: usize,
+    capacity: Option<usize>,
+    make: Box<dyn FnOnce(EdgeSize) -> Arc<EdgeShared> + Send>,
+}
+
+/// Wires nodes into a [`Topology`].
+///
+/// Add sources, nodes and sinks by name; each returns the handle its readers
+/// connect to. Mistakes (a repeated name, a node without input, an output
+/// nobody reads, a cycle, a zero capacity) are reported by
+/// [`build`](TopologyBuilder::build) as a [`BuildError`], never as a panic.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+///
+/// #[node]
+/// async fn triple(x: u64) -> u64 {
+///     x * 3 + 1
+/// }
+///
+/// #[node]
+/// async fn keep_even(x: u64) -> Option<u64> {
+///     (x % 2 == 0).then_some(x)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let nums = g.source("numbers", from_iter(0..1_000u64));
+/// let t = g.node("triple", triple(), nums);
+/// let e = g.node("keep_even", keep_even(), t);
+/// let (sum, total) = fold(0, |acc, x: u64| acc + x);
+/// g.sink("sum", sum, e);
+/// g.build()?.run().await?;
+/// assert_eq!(total.await, Some((0..1_000u64).map(|x| x * 3 + 1).filter(|x| x % 2 == 0).sum()));
+/// # Ok(())
+/// # }
+/// ```
+pub struct TopologyBuilder {
+    id: u64,
+    nodes: Vec<NodeEntry>,
+    edges: Vec<EdgeEntry>,
+    default_capacity: usize,
+    chunk_size: usize,
+    errors: Vec<BuildError>,
+}
+
+impl std::fmt::Debug for TopologyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopologyBuilder")
+            .field("nodes", &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>())
+            .field("edges", &self.edges.len())
+            .field("default_capacity", &self.default_capacity)
+            .field("chunk_size", &self.chunk_size)
+            .finish()
+    }
+}
+
+impl Default for TopologyBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TopologyBuilder {
+    /// An empty builder; the same as [`Topology::builder`].
+    pub fn new() -> Self {
+        Self {
+            id: NEXT_BUILDER.fetch_add(1, Ordering::Relaxed),
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            default_capacity: DEFAULT_CAPACITY,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Sets the capacity, in items, of every edge that does not set its own
+    /// with [`Inputs::with_capacity`]. Default: [`DEFAULT_CAPACITY`].
+    pub fn default_capacity(&mut self, capacity: usize) -> &mut Self {
+        self.default_capacity = capacity;
+        self
+    }
+
+    /// Sets the most items moved across an edge in one chunk. Default:
+    /// [`DEFAULT_CHUNK_SIZE`].
+    ///
+    /// Larger chunks amortise the cost of a channel operation over more
+    /// items; an edge whose capacity is smaller than the chunk size uses
+    /// chunks of its capacity. A chunk is also sent early when the node that
+    /// fills it has no more input ready, so small chunks never wait to fill.
+    pub fn chunk_size(&mut self, chunk_size: usize) -> &mut Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    fn add_node(&mut self, name: String, kind: NodeKind, launch: Prepared) -> usize {
+        self.nodes.push(NodeEntry { name, kind, launch });
+        self.nodes.len() - 1
+    }
+
+    fn output<T>(&self, node: usize, port: SharedPort<T>) -> Output<T> {
+        Output { node, builder: self.id, port }
+    }
+
+    fn connect_links<T: Send + 'static>(&mut self, to: usize, links: Vec<Link<T>>, inputs: &SharedInputs<T>) {
+        for link in links {
+            if link.builder != self.id {
+                self.errors.push(BuildError::ForeignOutput { node: self.nodes[to].name.clone() });
+                continue;
+            }
+            if let Some(cloner) = link.cloner {
+                lock(&link.port).cloner = Some(cloner);
+            }
+            let port = link.port;
+            let inputs = inputs.clone();
+            self.edges.push(EdgeEntry {
+                from: link.node,
+                to,
+                capacity: link.capacity,
+                make: Box::new(move |size| {
+                    let (tx, rx) = edge(size);
+                    let shared = tx.shared.clone();
+                    lock(&port).edges.push(tx);
+                    lock(&inputs).push(rx);
+                    shared
+                }),
+            });
+        }
+    }
+
+    /// Adds a source: a node without input.
+    ///
+    /// See [`from_iter`](crate::from_iter), [`from_stream`](crate::from_stream),
+    /// [`from_channel`](crate::from_channel) and the [`Source`] trait.
+    pub fn source<S: Source>(&mut self, name: impl Into<String>, source: S) -> Output<S::Out> {
+        let port: SharedPort<S::Out> = Arc::default();
+        let p = port.clone();
+        let id = self.add_node(name.into(), NodeKind::Source, driver::prepare_source(source, p));
+        self.output(id, port)
+    }
+
+    /// Adds a node that reads `inputs` and returns its output.
+    pub fn node<N: Node>(&mut self, name: impl Into<String>, node: N, inputs: impl Inputs<N::In>) -> Output<N::Out> {
+        let port: SharedPort<N::Out> = Arc::default();
+        let receivers: SharedInputs<N::In> = Arc::default();
+        let (p, r) = (port.clone(), receivers.clone());
+        let id = self.add_node(name.into(), NodeKind::Node, driver::prepare_node(node, r, p));
+        self.connect_links(id, inputs.links(), &receivers);
+        self.output(id, port)
+    }
+
+    /// Adds a sink: a node without output that reads `inputs`.
+    pub fn sink<K: Sink>(&mut self, name: impl Into<String>, sink: K, inputs: impl Inputs<K::In>) {
+        let receivers: SharedInputs<K::In> = Arc::default();
+        let r = receivers.clone();
+        let id = self.add_node(name.into(), NodeKind::Sink, driver::prepare_sink(sink, r));
+        self.connect_links(id, inputs.links(), &receivers);
+    }
+
+    /// Adds a pass-through node whose inputs are connected later with
+    /// [`connect`](TopologyBuilder::connect), so nodes can be declared before
+    /// the nodes that feed them.
+    ///
+    /// A placeholder that is never connected is a
+    /// [`BuildError::NoInput`]; connections that close a loop are a
+    /// [`BuildError::Cycle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// let mut g = Topology::builder();
+    /// let (rejected_in, rejected) = g.placeholder::<String>("rejected");
+    /// g.sink("log_rejected", for_each(|r: String| async move { eprintln!("{r}") }), rejected);
+    ///
+    /// let lines = g.source("lines", from_iter(["1", "x"].map(String::from)));
+    /// let bad = g.node("bad", filter(|l: &String| l.parse::<u32>().is_err()), lines);
+    /// g.connect(&rejected_in, bad);
+    /// assert!(g.build().is_ok());
+    /// ```
+    pub fn placeholder<T: Send + 'static>(&mut self, name: impl Into<String>) -> (Placeholder<T>, Output<T>) {
+        let port: SharedPort<T> = Arc::default();
+        let receivers: SharedInputs<T> = Arc::default();
+        let (p, r) = (port.clone(), receivers.clone());
+        let id = self.add_node(
+            name.into(),
+            NodeKind::Placeholder,
+            driver::prepare_node(crate::ops::Identity(PhantomData), r, p),
+        );
+        (Placeholder { node: id, builder: self.id, inputs: receivers }, self.output(id, port))
+    }
+
+    /// Connects `inputs` to a placeholder; may be called more than once to
+    /// fan in.
+    pub fn connect<T: Send + 'static>(&mut self, placeholder: &Placeholder<T>, inputs: impl Inputs<T>) {
+        if placeholder.builder != self.id {
+            self.errors.push(BuildError::ForeignOutput { node: format!("placeholder #{}", placeholder.node) });
+            return;
+        }
+        self.connect_links(placeholder.node, inputs.links(), &placeholder.inputs);
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if let Some(error) = self.errors.first() {
+            return Err(error.clone());
+        }
+        if self.nodes.is_empty() {
+            return Err(BuildError::Empty);
+        }
+        if self.chunk_size == 0 {
+            return Err(BuildError::ZeroChunkSize);
+        }
+        let mut seen = HashSet::new();
+        for node in &self.nodes {
+            if node.name.is_empty() {
+                return Err(BuildError::EmptyName);
+            }
+            if !seen.insert(node.name.as_str()) {
+                return Err(BuildError::DuplicateName { name: node.name.clone() });
+            }
+        }
+        for edge in &self.edges {
+            if edge.capacity.unwrap_or(self.default_capacity) == 0 {
+                return Err(BuildError::ZeroCapacity { node: self.nodes[edge.to].name.clone() });
+            }
+        }
+        let mut has_input = vec![false; self.nodes.len()];
+        let mut has_reader = vec![false; self.nodes.len()];
+        for edge in &self.edges {
+            has_input[edge.to] = true;
+            has_reader[edge.from] = true;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.kind != NodeKind::Source && !has_input[i] {
+                return Err(BuildError::NoInput { node: node.name.clone() });
+            }
+            if node.kind != NodeKind::Sink && !has_reader[i] {
+                return Err(BuildError::UnreadOutput { node: node.name.clone() });
+            }
+        }
+        if let Some(cycle) = self.find_cycle() {
+            return Err(BuildError::Cycle { nodes: cycle.into_iter().map(|i| self.nodes[i].name.clone()).collect() });
+        }
+        Ok(())
+    }
+
+    /// Depth-first search for a back edge; returns the loop's nodes with the
+    /// first repeated at the end.
+    fn find_cycle(&self) -> Option<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut next = vec![Vec::new(); n];
+        for edge in &self.edges {
+            next[edge.from].push(edge.to);
+        }
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let mut mark = vec![Mark::New; n];
+        for start in 0..n {
+            if mark[start] != Mark::New {
+                continue;
+            }
+            // (node, index of the next successor to visit)
+            let mut stack = vec![(start, 0usize)];
+            mark[start] = Mark::Open;
+            while let Some(&mut (node, ref mut at)) = stack.last_mut() {
+                if let Some(&succ) = next[node].get(*at) {
+                    *at += 1;
+                    match mark[succ] {
+                        Mark::New => {
+                            mark[succ] = Mark::Open;
+                            stack.push((succ, 0));
+                        }
+                        Mark::Open => {
+                            let from = stack.iter().position(|&(n, _)| n == succ).unwrap_or(0);
+                            let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
+                            cycle.push(succ);
+                            return Some(cycle);
+                        }
+                        Mark::Done => {}
+                    }
+                } else {
+                    mark[node] = Mark::Done;
+                    stack.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Checks the wiring and creates the edges.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first [`BuildError`] found: a repeated or empty name, a
+    /// node without input, an output nobody reads, a cycle, a zero capacity
+    /// or chunk size, or an output handle from another builder.
+    pub fn build(self) -> Result<Topology, BuildError> {
+        self.validate()?;
+        let mut graph = Graph {
+            nodes: self.nodes.iter().map(|n| GraphNode { name: n.name.clone(), kind: n.kind }).collect(),
+            edges: Vec::with_capacity(self.edges.len()),
+        };
+        let mut node_inputs: Vec<Vec<Arc<EdgeShared>>> = vec![Vec::new(); self.nodes.len()];
+        for edge in self.edges {
+            let size =
+                EdgeSize { capacity: edge.capacity.unwrap_or(self.default_capacity), chunk_size: self.chunk_size };
+            let shared = (edge.make)(size);
+            node_inputs[edge.to].push(shared);
+            graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity });
+        }
+        let nodes =
+            self.nodes.into_iter().zip(node_inputs).map(|(entry, inputs)| (entry.name, entry.launch, inputs)).collect();
+        Ok(Topology::new(nodes, graph))
+    }
+}

@@ -1,0 +1,229 @@
+//! The loop each node task runs.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
+use crate::edge::{InputSet, TryNext};
+use crate::emitter::{Emitter, Port, SourceFlush};
+use crate::error::BoxError;
+use crate::node::{Context, Node, Sink, Source};
+use crate::stats::NodeStats;
+
+/// Why a node task ended badly.
+#[derive(Debug)]
+pub(crate) enum NodeFailure {
+    Error(BoxError),
+    Panic(String),
+}
+
+pub(crate) type NodeResult = Result<(), NodeFailure>;
+
+/// What the runtime hands a node task when it starts.
+pub(crate) struct NodeEnv {
+    pub(crate) ctx: Context,
+    /// Cancelled as soon as any node fails: nodes that then see their input
+    /// end must not mistake it for a normal end of stream.
+    pub(crate) failed: CancellationToken,
+    pub(crate) stats: Arc<NodeStats>,
+}
+
+/// A node ready to be spawned once its edges exist.
+pub(crate) type Prepared = Box<dyn FnOnce(NodeEnv) -> BoxFuture<'static, NodeResult> + Send>;
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Runs a node body, turning an error or a panic into a failure that is
+/// published *before* the node's edges are dropped, so that downstream nodes
+/// never run their final hooks on a truncated stream.
+async fn guarded<F>(body: F, failed: &CancellationToken) -> NodeResult
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    let result = match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => NodeFailure::Error(error),
+        Err(payload) => NodeFailure::Panic(panic_message(&*payload)),
+    };
+    failed.cancel();
+    Err(result)
+}
+
+fn make_port<T>(spec: crate::builder::PortSpec<T>, closed: CancellationToken, stats: Arc<NodeStats>) -> Port<T> {
+    Port::new(spec.edges, spec.cloner, spec.policy, closed, stats)
+}
+
+pub(crate) fn prepare_node<N: Node>(node: N, inputs: SharedInputs<N::In>, port: SharedPort<N::Out>) -> Prepared {
+    Box::new(move |env: NodeEnv| {
+        let input = InputSet::new(take_inputs(&inputs));
+        let out = Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.stats.clone()), None);
+        Box::pin(node_task(node, input, out, env))
+    })
+}
+
+async fn node_task<N: Node>(
+    mut node: N,
+    mut input: InputSet<N::In>,
+    mut out: Emitter<N::Out>,
+    env: NodeEnv,
+) -> NodeResult {
+    guarded(drive_node(&mut node, &mut input, &mut out, &env), &env.failed).await
+}
+
+async fn drive_node<N: Node>(
+    node: &mut N,
+    input: &mut InputSet<N::In>,
+    out: &mut Emitter<N::Out>,
+    env: &NodeEnv,
+) -> Result<(), BoxError> {
+    node.setup(&env.ctx).await.map_err(Into::into)?;
+    loop {
+        let chunk = match input.try_next() {
+            TryNext::Chunk(chunk) => chunk,
+            TryNext::Closed => break,
+            TryNext::Empty => {
+                // Nothing more is ready: send what we hold before waiting, so
+                // a lone item is never kept back waiting for a chunk to fill.
+                out.flush().await;
+                match input.next().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            }
+        };
+        env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
+        out.begin_input(chunk.acks);
+        for item in chunk.items {
+            let mut waited = false;
+            let result = {
+                let mut work = pin!(node.process(item, out));
+                std::future::poll_fn(|cx| {
+                    let poll = work.as_mut().poll(cx);
+                    waited |= poll.is_pending();
+                    poll
+                })
+                .await
+            };
+            result.map_err(Into::into)?;
+            if waited {
+                // The node waited on something (I/O, a timer): its outputs
+                // are no longer fresh, so do not hold them for a full chunk.
+                out.flush().await;
+            }
+        }
+        out.end_input();
+        if out.is_closed() {
+            // Every reader is gone (the pipeline is failing): stop reading.
+            return Ok(());
+        }
+    }
+    if env.failed.is_cancelled() {
+        return Ok(());
+    }
+    node.finish(out).await.map_err(Into::into)?;
+    out.flush().await;
+    Ok(())
+}
+
+pub(crate) fn prepare_source<S: Source>(source: S, port: SharedPort<S::Out>) -> Prepared {
+    Box::new(move |env: NodeEnv| {
+        let closed = CancellationToken::new();
+        let flush = if crate::node::source_flushes_itself(&source) {
+            SourceFlush::Explicit
+        } else {
+            SourceFlush::WhenDownstreamIdle
+        };
+        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.stats.clone()), Some(flush));
+        Box::pin(source_task(source, out, closed, env))
+    })
+}
+
+async fn source_task<S: Source>(
+    mut source: S,
+    mut out: Emitter<S::Out>,
+    closed: CancellationToken,
+    env: NodeEnv,
+) -> NodeResult {
+    guarded(drive_source(&mut source, &mut out, &closed, &env), &env.failed).await
+}
+
+async fn drive_source<S: Source>(
+    source: &mut S,
+    out: &mut Emitter<S::Out>,
+    closed: &CancellationToken,
+    env: &NodeEnv,
+) -> Result<(), BoxError> {
+    source.setup(&env.ctx).await.map_err(Into::into)?;
+    let cooperative = source.cooperative_shutdown();
+    let shutdown = env.ctx.shutdown_token();
+    let finished = tokio::select! {
+        result = source.run(out) => Some(result),
+        () = shutdown.cancelled(), if !cooperative => None,
+        () = closed.cancelled() => None,
+    };
+    if let Some(result) = finished {
+        result.map_err(Into::into)?;
+    }
+    if env.failed.is_cancelled() {
+        return Ok(());
+    }
+    out.flush().await;
+    Ok(())
+}
+
+pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
+    Box::new(move |env: NodeEnv| {
+        let input = InputSet::new(take_inputs(&inputs));
+        Box::pin(sink_task(sink, input, env))
+    })
+}
+
+async fn sink_task<K: Sink>(mut sink: K, mut input: InputSet<K::In>, env: NodeEnv) -> NodeResult {
+    guarded(drive_sink(&mut sink, &mut input, &env), &env.failed).await
+}
+
+async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &NodeEnv) -> Result<(), BoxError> {
+    sink.setup(&env.ctx).await.map_err(Into::into)?;
+    loop {
+        let chunk = match input.try_next() {
+            TryNext::Chunk(chunk) => chunk,
+            TryNext::Closed => break,
+            TryNext::Empty => {
+                sink.flush().await.map_err(Into::into)?;
+                match input.next().await {
+                    Some(chunk) => chunk,
+                    None => break,
+                }
+            }
+        };
+        env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
+        for item in chunk.items {
+            sink.consume(item).await.map_err(Into::into)?;
+        }
+        // The chunk's acknowledgements are released here: the sink has
+        // consumed every item.
+        drop(chunk.acks);
+    }
+    if env.failed.is_cancelled() {
+        return Ok(());
+    }
+    sink.flush().await.map_err(Into::into)?;
+    sink.finish().await.map_err(Into::into)?;
+    Ok(())
+}

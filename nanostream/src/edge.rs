@@ -1,0 +1,183 @@
+//! The transport between nodes: bounded channels that carry chunks of items.
+//!
+//! An edge with capacity `c` and chunk limit `e = min(chunk_size, c)` is a
+//! tokio mpsc channel of `c / e` chunk slots, each chunk holding at most `e`
+//! items, so at most `c` items wait in the queue. The sending node may hold
+//! one more chunk it is trying to send and the receiving node one chunk it is
+//! working through, which gives the documented bound of `c + 2e` items per
+//! edge.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+/// Keep-alive handles attached to a chunk.
+///
+/// Whatever is in the set is dropped when every item derived from the chunk
+/// has reached a terminal state, which is how acknowledgements (for example
+/// Kafka offsets) learn that their records are done. Cloning the set clones
+/// the handles, so fan-out keeps them alive until every branch is done.
+#[derive(Clone, Default)]
+pub(crate) struct AckSet(Vec<Arc<dyn Any + Send + Sync>>);
+
+impl AckSet {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub(crate) fn extend_from(&mut self, other: &AckSet) {
+        self.0.extend(other.0.iter().cloned());
+    }
+
+    pub(crate) fn append(&mut self, other: &mut AckSet) {
+        if self.0.is_empty() {
+            std::mem::swap(&mut self.0, &mut other.0);
+        } else {
+            self.0.append(&mut other.0);
+        }
+    }
+}
+
+impl std::fmt::Debug for AckSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AckSet({})", self.0.len())
+    }
+}
+
+/// A batch of items moved across an edge in one channel operation.
+pub(crate) struct Chunk<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) acks: AckSet,
+}
+
+/// State shared by both ends of an edge, read by metrics and shutdown reports.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeShared {
+    /// Items sent but not yet received.
+    pub(crate) queued: AtomicUsize,
+    /// Set while the receiving node waits for input: a push source uses it to
+    /// send a partial chunk at once instead of holding it.
+    pub(crate) receiver_idle: AtomicBool,
+}
+
+pub(crate) struct EdgeSender<T> {
+    pub(crate) tx: mpsc::Sender<Chunk<T>>,
+    pub(crate) shared: Arc<EdgeShared>,
+    /// Most items this edge accepts in one chunk.
+    pub(crate) chunk_limit: usize,
+}
+
+pub(crate) struct EdgeReceiver<T> {
+    rx: mpsc::Receiver<Chunk<T>>,
+    pub(crate) shared: Arc<EdgeShared>,
+}
+
+/// How an edge is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EdgeSize {
+    pub(crate) capacity: usize,
+    pub(crate) chunk_size: usize,
+}
+
+impl EdgeSize {
+    pub(crate) fn chunk_limit(self) -> usize {
+        self.chunk_size.min(self.capacity).max(1)
+    }
+
+    pub(crate) fn slots(self) -> usize {
+        (self.capacity / self.chunk_limit()).max(1)
+    }
+}
+
+pub(crate) fn edge<T>(size: EdgeSize) -> (EdgeSender<T>, EdgeReceiver<T>) {
+    let (tx, rx) = mpsc::channel(size.slots());
+    let shared = Arc::new(EdgeShared::default());
+    (EdgeSender { tx, shared: shared.clone(), chunk_limit: size.chunk_limit() }, EdgeReceiver { rx, shared })
+}
+
+/// What [`InputSet::try_next`] found.
+pub(crate) enum TryNext<T> {
+    Chunk(Chunk<T>),
+    Empty,
+    Closed,
+}
+
+/// All input edges of one node, read fairly.
+pub(crate) struct InputSet<T> {
+    edges: Vec<EdgeReceiver<T>>,
+    cursor: usize,
+}
+
+impl<T> InputSet<T> {
+    pub(crate) fn new(edges: Vec<EdgeReceiver<T>>) -> Self {
+        Self { edges, cursor: 0 }
+    }
+
+    fn received(&mut self, chunk: &Chunk<T>, index: usize) {
+        self.edges[index].shared.queued.fetch_sub(chunk.items.len(), Ordering::Relaxed);
+        self.cursor = index + 1;
+    }
+
+    /// Takes a chunk that is ready now, without waiting.
+    pub(crate) fn try_next(&mut self) -> TryNext<T> {
+        let mut i = 0;
+        while i < self.edges.len() {
+            let index = (self.cursor + i) % self.edges.len();
+            match self.edges[index].rx.try_recv() {
+                Ok(chunk) => {
+                    self.received(&chunk, index);
+                    return TryNext::Chunk(chunk);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => i += 1,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.edges.swap_remove(index);
+                }
+            }
+        }
+        if self.edges.is_empty() { TryNext::Closed } else { TryNext::Empty }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk<T>>> {
+        let mut i = 0;
+        while i < self.edges.len() {
+            let index = (self.cursor + i) % self.edges.len();
+            match self.edges[index].rx.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => {
+                    self.received(&chunk, index);
+                    return Poll::Ready(Some(chunk));
+                }
+                Poll::Ready(None) => {
+                    self.edges.swap_remove(index);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if self.edges.is_empty() { Poll::Ready(None) } else { Poll::Pending }
+    }
+
+    /// Waits for the next chunk; `None` once every upstream has finished.
+    ///
+    /// Cancel safe: no chunk is lost if the future is dropped.
+    pub(crate) async fn next(&mut self) -> Option<Chunk<T>> {
+        if let TryNext::Chunk(chunk) = self.try_next() {
+            return Some(chunk);
+        }
+        self.set_idle(true);
+        let chunk = std::future::poll_fn(|cx| self.poll_next(cx)).await;
+        self.set_idle(false);
+        chunk
+    }
+
+    fn set_idle(&self, idle: bool) {
+        for edge in &self.edges {
+            edge.shared.receiver_idle.store(idle, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Stream processing for data that is not "Big", but big enough.
+//!
+//! nanostream lets you write each step of a data pipeline as a plain
+//! `async fn`, wire the steps into a directed graph with sources and sinks,
+//! and `.await` the whole pipeline inside your own Tokio runtime, next to
+//! your other async services. No cluster, no configuration files.
+//!
+//! - Every node runs as a Tokio task; edges are bounded channels, so a slow
+//!   node slows its producers down instead of letting memory grow.
+//! - Edges move items in chunks while your code stays per item, so a graph
+//!   costs little more than the code in its nodes.
+//! - Any `Send + 'static` value can flow; edges are typed at compile time.
+//! - A node that fails or panics stops the pipeline and is reported by name.
+//!
+//! # Quick start
+//!
+//! ```
+//! use nanostream::prelude::*;
+//!
+//! #[node]
+//! async fn triple(x: u64) -> u64 {
+//!     x * 3 + 1
+//! }
+//!
+//! #[node]
+//! async fn keep_even(x: u64) -> Option<u64> {
+//!     (x % 2 == 0).then_some(x)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), nanostream::Error> {
+//!     let mut g = Topology::builder();
+//!     let nums = g.source("numbers", from_iter(0..1_000u64));
+//!     let t = g.node("triple", triple(), nums);
+//!     let e = g.node("keep_even", keep_even(), t);
+//!     g.sink("print", for_each(|x: u64| async move { println!("{x}") }), e);
+//!     g.build()?.run().await
+//! }
+//! ```
+//!
+//! # Writing nodes
+//!
+//! [`#[node]`](macro@node) turns an `async fn` into a constructor of a node;
+//! the shape of the function decides the kind of node (map, filter,
+//! fallible, one-to-many, source, sink, with configuration and state). For
+//! full control implement [`Node`], [`Source`] or [`Sink`], whose lifecycle
+//! hooks run before the first item and after the last. Closures work too:
+//! [`map`], [`filter`], [`filter_map`], [`flat_map`], [`then`] and
+//! [`for_each`].
+//!
+//! Every node is also usable outside a topology, as an adapter over any
+//! [`futures::Stream`] ([`NodeExt::apply`]), so it can be unit-tested alone.
+//!
+//! # Wiring
+//!
+//! [`TopologyBuilder`] adds named nodes. Reading an output by reference from
+//! several nodes broadcasts every item to each (fan-out); a node may read
+//! several outputs of the same type (fan-in). Edge capacity is
+//! [`DEFAULT_CAPACITY`] items unless set per builder or per edge.
+//!
+//! # Back-pressure bound
+//!
+//! An edge of capacity `c` queues at most `c` items, in chunks of at most
+//! `e = min(chunk_size, c)` items. Besides its queue, the node feeding an edge
+//! holds at most one chunk it is trying to send, and the node reading it
+//! holds at most one chunk it is working through, so at most `c + 2e` items
+//! are in flight per edge (plus what a node keeps in its own state).
+//!
+//! # Running
+//!
+//! [`Topology::run`] returns once every source has finished and every item
+//! has been processed; [`Topology::start`] returns a [`TopologyHandle`] for
+//! graceful shutdown with a deadline.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
+
+mod adapt;
+mod builder;
+mod driver;
+mod edge;
+mod emitter;
+pub mod error;
+mod graph;
+mod node;
+mod ops;
+mod sinks;
+mod sources;
+mod stats;
+mod topology;
+
+pub use adapt::{NodeExt, SinkExt};
+pub use builder::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity};
+pub use emitter::Emitter;
+pub use error::{BoxError, BuildError, Error};
+pub use node::{Context, Node, Sink, Source};
+pub use ops::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
+pub use sinks::{
+    Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
+};
+pub use sources::{FromChannel, FromIter, FromStream, from_channel, from_iter, from_stream};
+pub use topology::{Topology, TopologyHandle};
+
+/// Turns an `async fn` into a node constructor.
+///
+/// The function keeps its name and visibility but now returns a node value
+/// (an `impl Node`, `impl Source` or `impl Sink`) that can be added to a
+/// topology, or used as a stream adapter through [`NodeExt::apply`]. The
+/// shape of the function decides what kind of node it is:
+///
+/// | function | kind |
+/// |---|---|
+/// | `async fn f(x: In) -> Out` | map: one output per input |
+/// | `async fn f(x: In) -> Option<Out>` | filter/map: `None` emits nothing |
+/// | `async fn f(x: In) -> Result<Out, E>` (or `Result<Option<Out>, E>`) | fallible map |
+/// | `async fn f(x: In, out: &mut Emitter<Out>)` | zero or more outputs per input |
+/// | `async fn f(out: &mut Emitter<Out>)` | source: emits until it returns |
+/// | `async fn f(x: In)` (or `-> Result<(), E>`) | sink |
+///
+/// Parameters are told apart by their types:
+///
+/// - one parameter taken **by value** is the input item;
+/// - **`&T`** parameters are configuration: they become arguments of the
+///   constructor (by value, `String` for `&str`) and are lent to every call;
+/// - **`&mut T`** parameters (other than the emitter) are state kept across
+///   items, starting from `T::default()`;
+/// - **`&mut Emitter<Out>`** is where a node emits 0..n outputs.
+///
+/// The return types are recognised by name (`Option`, `Result`), so a type
+/// alias of them is taken as a plain output type. The function may not be
+/// generic, take `self`, or hold non-`Send` values across an `.await` (every
+/// node runs as a Tokio task). Errors from a fallible node fail the pipeline,
+/// reporting the node's name.
+///
+/// The optional argument `#[node(crate = path)]` names the nanostream crate
+/// when it is re-exported under another path.
+///
+/// # Examples
+///
+/// Configuration and state:
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use std::collections::HashMap;
+///
+/// /// Emits `(word, count so far)` for words at least `min_len` long.
+/// #[node]
+/// async fn running_count(
+///     word: String,
+///     min_len: &usize,
+///     counts: &mut HashMap<String, u64>,
+/// ) -> Option<(String, u64)> {
+///     if word.len() < *min_len {
+///         return None;
+///     }
+///     let n = counts.entry(word.clone()).or_default();
+///     *n += 1;
+///     Some((word, *n))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::StreamExt;
+/// let words = ["a", "stream", "of", "stream", "words"].map(String::from);
+/// let out: Vec<_> = running_count(3)
+///     .apply(futures::stream::iter(words))
+///     .map(Result::unwrap)
+///     .collect()
+///     .await;
+/// assert_eq!(out, [("stream".into(), 1), ("stream".into(), 2), ("words".into(), 1)]);
+/// # }
+/// ```
+///
+/// A source with a configuration parameter:
+///
+/// ```
+/// use nanostream::prelude::*;
+///
+/// #[node]
+/// async fn countdown(from: &u32, out: &mut Emitter<u32>) {
+///     for n in (1..=*from).rev() {
+///         out.emit(n).await;
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let n = g.source("countdown", countdown(3));
+/// g.sink("print", for_each(|n: u32| async move { println!("{n}") }), n);
+/// g.build()?.run().await
+/// # }
+/// ```
+pub use nanostream_macros::node;
+
+/// The names most pipelines need: `use nanostream::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, Source, Topology, TopologyBuilder, filter, filter_map,
+        flat_map, fold, for_each, from_channel, from_iter, from_stream, into_sink, into_stream, map, node, then,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::{Emitter, Node, Sink, Source};
+    pub use core::convert::Infallible;
+    pub use core::default::Default;
+    pub use core::future::Future;
+    pub use core::marker::Send;
+    pub use core::option::Option;
+    pub use core::result::Result;
+    pub use std::string::String;
+
+    /// Compile-time check that a node function's future can be sent to
+    /// another thread; the macro calls it so the error points at the user's
+    /// function.
+    pub fn assert_send<F: Future + Send>(future: F) -> F {
+        future
+    }
+}
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,293 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::emitter::Emitter;
+use crate::error::BoxError;
+
+/// A processing step: reads items of type `In`, emits items of type `Out`.
+///
+/// This is the trait behind [`#[node]`](macro@crate::node); implement it by
+/// hand for nodes with lifecycle needs. The runtime calls
+/// [`setup`](Node::setup) once before the first item, [`process`](Node::process)
+/// for every item in arrival order, and [`finish`](Node::finish) once when
+/// every upstream node has finished, so a node can emit what it still holds.
+///
+/// The futures must be `Send`, because every node runs as its own Tokio task.
+/// Write the methods as `async fn` in the `impl`.
+///
+/// # Examples
+///
+/// A batcher that groups items in threes and flushes its remainder at the
+/// end of input:
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use std::convert::Infallible;
+///
+/// struct Triples(Vec<u32>);
+///
+/// impl Node for Triples {
+///     type In = u32;
+///     type Out = Vec<u32>;
+///     type Error = Infallible;
+///
+///     async fn process(&mut self, item: u32, out: &mut Emitter<Vec<u32>>) -> Result<(), Infallible> {
+///         self.0.push(item);
+///         if self.0.len() == 3 {
+///             out.emit(std::mem::take(&mut self.0)).await;
+///         }
+///         Ok(())
+///     }
+///
+///     async fn finish(&mut self, out: &mut Emitter<Vec<u32>>) -> Result<(), Infallible> {
+///         if !self.0.is_empty() {
+///             out.emit(std::mem::take(&mut self.0)).await;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let nums = g.source("nums", from_iter(1..=7u32));
+/// let triples = g.node("triples", Triples(Vec::new()), nums);
+/// let (sink, mut results) = into_stream(16);
+/// g.sink("out", sink, triples);
+/// g.build()?.run().await?;
+///
+/// use futures::StreamExt;
+/// assert_eq!(results.next().await, Some(vec![1, 2, 3]));
+/// assert_eq!(results.next().await, Some(vec![4, 5, 6]));
+/// assert_eq!(results.next().await, Some(vec![7]));
+/// # Ok(())
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a nanostream node",
+    note = "write the step as an `async fn` with `#[nanostream::node]`, use `map`/`filter`/`then`, or implement `Node`"
+)]
+pub trait Node: Send + 'static {
+    /// The items this node reads.
+    type In: Send + 'static;
+    /// The items this node emits.
+    type Out: Send + 'static;
+    /// The error this node may fail with.
+    type Error: Into<BoxError> + Send + 'static;
+
+    /// Called once, before the first item.
+    fn setup(&mut self, ctx: &Context) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Called for every input item, in the order the node receives them.
+    fn process(
+        &mut self,
+        item: Self::In,
+        out: &mut Emitter<Self::Out>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called once after the last item, when every upstream node has
+    /// finished; may still emit. Not called when the pipeline is failing.
+    fn finish(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = out;
+        async { Ok(()) }
+    }
+}
+
+/// A node without input: produces items until it is done.
+///
+/// # Shutdown
+///
+/// When the pipeline is asked to shut down gracefully, the runtime stops
+/// polling [`run`](Source::run) and drains what the source has already
+/// emitted; nothing emitted is lost. A source that must do work of its own on
+/// shutdown returns `true` from [`cooperative_shutdown`](Source::cooperative_shutdown)
+/// and watches [`Context::shutdown_requested`] itself.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use std::convert::Infallible;
+///
+/// struct Countdown(u32);
+///
+/// impl Source for Countdown {
+///     type Out = u32;
+///     type Error = Infallible;
+///
+///     async fn run(&mut self, out: &mut Emitter<u32>) -> Result<(), Infallible> {
+///         while self.0 > 0 {
+///             out.emit(self.0).await;
+///             self.0 -= 1;
+///         }
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let n = g.source("countdown", Countdown(3));
+/// let (total, sum) = fold(0, |acc, x: u32| acc + x);
+/// g.sink("sum", total, n);
+/// g.build()?.run().await?;
+/// assert_eq!(sum.await, Some(6));
+/// # Ok(())
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a nanostream source",
+    note = "use `from_iter`, `from_stream`, `from_channel`, an `async fn` with `#[nanostream::node]` and an `&mut Emitter<_>` parameter, or implement `Source`"
+)]
+pub trait Source: Send + 'static {
+    /// The items this source emits.
+    type Out: Send + 'static;
+    /// The error this source may fail with.
+    type Error: Into<BoxError> + Send + 'static;
+
+    /// Called once, before [`run`](Source::run).
+    fn setup(&mut self, ctx: &Context) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Emits items until the source is exhausted.
+    fn run(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether this source handles graceful shutdown itself.
+    ///
+    /// `false` (the default): on shutdown the runtime stops polling
+    /// [`run`](Source::run) and keeps what was emitted. `true`: the runtime
+    /// lets `run` continue, and the source is expected to return soon after
+    /// [`Context::shutdown_requested`] resolves.
+    fn cooperative_shutdown(&self) -> bool {
+        false
+    }
+
+    /// Whether this source calls [`Emitter::flush`] itself before it waits.
+    ///
+    /// The runtime cannot see inside `run`, so by default it sends a partial
+    /// chunk as soon as a downstream node is waiting for input. Sources that
+    /// flush on their own (the built-in pull sources do) opt out to always
+    /// send full chunks under load.
+    #[doc(hidden)]
+    fn flushes_itself(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) fn source_flushes_itself<S: Source>(source: &S) -> bool {
+    source.flushes_itself()
+}
+
+/// A node without output: consumes items.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use std::convert::Infallible;
+///
+/// #[derive(Default)]
+/// struct Longest(String);
+///
+/// impl Sink for Longest {
+///     type In = String;
+///     type Error = Infallible;
+///
+///     async fn consume(&mut self, word: String) -> Result<(), Infallible> {
+///         if word.len() > self.0.len() {
+///             self.0 = word;
+///         }
+///         Ok(())
+///     }
+///
+///     async fn finish(&mut self) -> Result<(), Infallible> {
+///         println!("longest word: {}", self.0);
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let words = g.source("words", from_iter(["a", "abc", "ab"].map(String::from)));
+/// g.sink("longest", Longest::default(), words);
+/// g.build()?.run().await
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a nanostream sink",
+    note = "use `for_each`, `fold`, `into_sink`, `into_stream`, an `async fn` with `#[nanostream::node]` and no output, or implement `Sink`"
+)]
+pub trait Sink: Send + 'static {
+    /// The items this sink consumes.
+    type In: Send + 'static;
+    /// The error this sink may fail with.
+    type Error: Into<BoxError> + Send + 'static;
+
+    /// Called once, before the first item.
+    fn setup(&mut self, ctx: &Context) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Called for every input item.
+    fn consume(&mut self, item: Self::In) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Called when no more input is ready, before the sink waits for more:
+    /// the moment to write out anything the sink buffers.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Called once after the last item. Not called when the pipeline is
+    /// failing.
+    fn finish(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// What a node knows about where it runs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    name: Arc<str>,
+    shutdown: CancellationToken,
+}
+
+impl Context {
+    pub(crate) fn new(name: Arc<str>, shutdown: CancellationToken) -> Self {
+        Self { name, shutdown }
+    }
+
+    /// A context for a node running outside a topology.
+    pub(crate) fn detached(name: &str) -> Self {
+        Self::new(name.into(), CancellationToken::new())
+    }
+
+    /// The node's name in its topology.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Resolves once the pipeline has been asked to shut down gracefully.
+    ///
+    /// Sources that return `true` from [`Source::cooperative_shutdown`] use it
+    /// to know when to stop; the future can be cloned into the source's own
+    /// state because it owns what it needs.
+    pub fn shutdown_requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shutdown.clone().cancelled_owned()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Whether graceful shutdown has been requested.
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

@@ -1,0 +1,231 @@
+//! Built-in sources.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::emitter::Emitter;
+use crate::node::{Context, Source};
+
+/// A source that emits every item of an iterator; see [`from_iter`].
+pub struct FromIter<I> {
+    iter: I,
+}
+
+impl<I> std::fmt::Debug for FromIter<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromIter").field("iter", &std::any::type_name::<I>()).finish()
+    }
+}
+
+/// A source that emits every item of `iter`, then finishes.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let nums = g.source("nums", from_iter(1..=4u32));
+/// let (sum, total) = fold(0, |a, x: u32| a + x);
+/// g.sink("sum", sum, nums);
+/// g.build()?.run().await?;
+/// assert_eq!(total.await, Some(10));
+/// # Ok(())
+/// # }
+/// ```
+pub fn from_iter<I>(iter: I) -> FromIter<I::IntoIter>
+where
+    I: IntoIterator,
+{
+    FromIter { iter: iter.into_iter() }
+}
+
+impl<I> Source for FromIter<I>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    type Out = I::Item;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<I::Item>) -> Result<(), Infallible> {
+        for item in self.iter.by_ref() {
+            out.emit(item).await;
+        }
+        Ok(())
+    }
+
+    fn flushes_itself(&self) -> bool {
+        // An iterator never waits: full chunks are always the right size.
+        true
+    }
+}
+
+/// A source that emits the items of a stream; see [`from_stream`].
+pub struct FromStream<S> {
+    stream: Pin<Box<S>>,
+}
+
+impl<S> std::fmt::Debug for FromStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromStream").field("stream", &std::any::type_name::<S>()).finish()
+    }
+}
+
+/// A source that emits every item of a [`Stream`], then finishes.
+///
+/// Items are sent downstream in chunks while the stream has them ready; as
+/// soon as the stream would wait, what was gathered is sent, so a slow stream
+/// gets per-item latency and a fast one gets full chunks.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let lines = futures::stream::iter(["GET /", "POST /login"].map(String::from));
+/// let mut g = Topology::builder();
+/// let lines = g.source("lines", from_stream(lines));
+/// g.sink("print", for_each(|l: String| async move { println!("{l}") }), lines);
+/// g.build()?.run().await
+/// # }
+/// ```
+pub fn from_stream<S>(stream: S) -> FromStream<S>
+where
+    S: Stream,
+{
+    FromStream { stream: Box::pin(stream) }
+}
+
+impl<S> Source for FromStream<S>
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    type Out = S::Item;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<S::Item>) -> Result<(), Infallible> {
+        loop {
+            let ready = std::future::poll_fn(|cx| Poll::Ready(self.stream.as_mut().poll_next(cx))).await;
+            let item = match ready {
+                Poll::Ready(Some(item)) => item,
+                Poll::Ready(None) => break,
+                Poll::Pending => {
+                    out.flush().await;
+                    match self.stream.next().await {
+                        Some(item) => item,
+                        None => break,
+                    }
+                }
+            };
+            out.emit(item).await;
+        }
+        Ok(())
+    }
+
+    fn flushes_itself(&self) -> bool {
+        true
+    }
+}
+
+/// A source fed through a channel by code outside the pipeline; see
+/// [`from_channel`].
+#[derive(Debug)]
+pub struct FromChannel<T> {
+    rx: mpsc::Receiver<T>,
+    ctx: Option<Context>,
+}
+
+/// A source fed by the returned [`mpsc::Sender`]: the way to inject items
+/// into a running pipeline from other async code.
+///
+/// The source finishes when every sender has been dropped. On graceful
+/// shutdown it stops accepting new items (sends fail from then on), emits
+/// what was already accepted, and finishes: nothing that `send` accepted is
+/// lost. `capacity` bounds the channel, so a slow pipeline makes `send` wait.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let (tx, orders) = from_channel::<u32>(16);
+/// let mut g = Topology::builder();
+/// let orders = g.source("orders", orders);
+/// let (sum, total) = fold(0, |a, x: u32| a + x);
+/// g.sink("sum", sum, orders);
+/// let running = g.build()?.start();
+///
+/// for order in [5, 10, 20] {
+///     tx.send(order).await.expect("pipeline accepts orders");
+/// }
+/// drop(tx); // no more orders: the source finishes
+/// running.join().await?;
+/// assert_eq!(total.await, Some(35));
+/// # Ok(())
+/// # }
+/// ```
+pub fn from_channel<T>(capacity: usize) -> (mpsc::Sender<T>, FromChannel<T>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (tx, FromChannel { rx, ctx: None })
+}
+
+impl<T: Send + 'static> Source for FromChannel<T> {
+    type Out = T;
+    type Error = Infallible;
+
+    async fn setup(&mut self, ctx: &Context) -> Result<(), Infallible> {
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+
+    async fn run(&mut self, out: &mut Emitter<T>) -> Result<(), Infallible> {
+        let mut closing = false;
+        loop {
+            if !closing && self.ctx.as_ref().is_some_and(Context::is_shutdown_requested) {
+                // Refuse new items, then drain the accepted ones.
+                closing = true;
+                self.rx.close();
+            }
+            let item = match self.rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    out.flush().await;
+                    let shutdown = async {
+                        match &self.ctx {
+                            Some(ctx) => ctx.shutdown_requested().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        item = self.rx.recv() => match item {
+                            Some(item) => item,
+                            None => break,
+                        },
+                        () = shutdown, if !closing => continue,
+                    }
+                }
+            };
+            out.emit(item).await;
+        }
+        Ok(())
+    }
+
+    fn cooperative_shutdown(&self) -> bool {
+        true
+    }
+
+    fn flushes_itself(&self) -> bool {
+        true
+    }
+}
