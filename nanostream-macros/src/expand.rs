@@ -1,0 +1,183 @@
+//! Code generation for `#[node]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Type};
+
+use crate::ast::{Args, Kind, NodeFn, Output, Param};
+
+pub(crate) fn node(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(error) => {
+            // Not a function at all: say so, and keep the item for the IDE.
+            let error = syn::Error::new(error.span(), "`#[node]` applies to an `async fn`").to_compile_error();
+            return quote!(#error #item);
+        }
+    };
+    match Args::parse(args).and_then(|args| Ok((NodeFn::analyze(&func)?, args))) {
+        Ok((node, args)) => generate(&func, &node, &args),
+        Err(error) => fallback(func, error),
+    }
+}
+
+/// On error: the compile error plus the user's function, so that the rest
+/// of the crate still resolves (and IDEs keep working) without cascading
+/// errors. A `self` receiver is removed because it cannot compile outside an
+/// `impl`.
+fn fallback(mut func: ItemFn, error: syn::Error) -> TokenStream {
+    func.sig.inputs = func.sig.inputs.into_iter().filter(|arg| !matches!(arg, FnArg::Receiver(_))).collect();
+    let error = error.to_compile_error();
+    quote! {
+        #error
+        #[allow(dead_code, unused_variables)]
+        #func
+    }
+}
+
+fn is_outer_attr(attr: &syn::Attribute) -> bool {
+    let path = attr.path();
+    path.is_ident("doc") || path.is_ident("cfg") || path.is_ident("cfg_attr") || path.is_ident("deprecated")
+}
+
+fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
+    let krate = args.krate.clone().unwrap_or_else(|| syn::parse_quote!(::nanostream));
+    let p = quote!(#krate::__private);
+    let vis = &func.vis;
+    let name = &func.sig.ident;
+    let sig_span = func.sig.span();
+
+    let (outer_attrs, inner_attrs): (Vec<_>, Vec<_>) = func.attrs.iter().partition(|a| is_outer_attr(a));
+    let mut inner = func.clone();
+    inner.attrs = inner_attrs.into_iter().cloned().collect();
+    inner.vis = syn::Visibility::Inherited;
+
+    // Constructor arguments, struct fields, their initialisers, and the
+    // arguments of each call of the user's function, in parameter order.
+    let mut ctor_args = Vec::new();
+    let mut fields = Vec::new();
+    let mut inits = Vec::new();
+    let mut call_args = Vec::new();
+    for param in &node.params {
+        match param {
+            Param::Input { .. } => call_args.push(quote!(__item)),
+            Param::Config { name, ty, is_str } => {
+                if *is_str {
+                    ctor_args.push(quote!(#name: impl ::core::convert::Into<#p::String>));
+                    fields.push(quote!(#name: #p::String));
+                    inits.push(quote!(#name: ::core::convert::Into::into(#name)));
+                } else {
+                    ctor_args.push(quote!(#name: #ty));
+                    fields.push(quote!(#name: #ty));
+                    inits.push(quote!(#name));
+                }
+                call_args.push(quote!(&self.#name));
+            }
+            Param::State { name, ty } => {
+                fields.push(quote!(#name: #ty));
+                let init = quote_spanned!(ty.span()=> <#ty as #p::Default>::default());
+                inits.push(quote!(#name: #init));
+                call_args.push(quote!(&mut self.#name));
+            }
+            Param::Emitter { .. } => call_args.push(quote!(__out)),
+        }
+    }
+
+    let error_ty: Type = node.returns.error.clone().unwrap_or_else(|| syn::parse_quote!(#p::Infallible));
+    let fallible = node.returns.error.is_some();
+    // The user's future, checked for `Send` with the error pointing at the
+    // function's signature rather than at generated code.
+    let call = quote_spanned!(sig_span=> #p::assert_send(#name(#(#call_args),*)).await);
+    let result = if fallible { quote!(#call?) } else { call };
+    let unit: Type = syn::parse_quote!(());
+    let out_ty = node.output_type().unwrap_or(&unit);
+    let in_ty = node.input_type().unwrap_or(&unit);
+    let struct_name = format_ident!("__NanostreamNode", span = Span::mixed_site());
+
+    let body = match (&node.kind, &node.returns.output) {
+        (Kind::Sink, _) | (Kind::Source, _) | (Kind::Node, Output::Unit) => quote! {
+            #result;
+            #p::Result::Ok(())
+        },
+        (Kind::Node, Output::Value(_)) => quote! {
+            let __value = #result;
+            __out.emit(__value).await;
+            #p::Result::Ok(())
+        },
+        (Kind::Node, Output::Maybe(_)) => quote! {
+            if let #p::Option::Some(__value) = #result {
+                __out.emit(__value).await;
+            }
+            #p::Result::Ok(())
+        },
+    };
+
+    let (trait_bound, trait_impl) = match node.kind {
+        Kind::Node => (
+            quote!(#p::Node<In = #in_ty, Out = #out_ty, Error = #error_ty>),
+            quote! {
+                impl #p::Node for #struct_name {
+                    type In = #in_ty;
+                    type Out = #out_ty;
+                    type Error = #error_ty;
+
+                    async fn process(
+                        &mut self,
+                        __item: #in_ty,
+                        __out: &mut #p::Emitter<#out_ty>,
+                    ) -> #p::Result<(), #error_ty> {
+                        #body
+                    }
+                }
+            },
+        ),
+        Kind::Source => (
+            quote!(#p::Source<Out = #out_ty, Error = #error_ty>),
+            quote! {
+                impl #p::Source for #struct_name {
+                    type Out = #out_ty;
+                    type Error = #error_ty;
+
+                    async fn run(
+                        &mut self,
+                        __out: &mut #p::Emitter<#out_ty>,
+                    ) -> #p::Result<(), #error_ty> {
+                        #body
+                    }
+                }
+            },
+        ),
+        Kind::Sink => (
+            quote!(#p::Sink<In = #in_ty, Error = #error_ty>),
+            quote! {
+                impl #p::Sink for #struct_name {
+                    type In = #in_ty;
+                    type Error = #error_ty;
+
+                    async fn consume(&mut self, __item: #in_ty) -> #p::Result<(), #error_ty> {
+                        #body
+                    }
+                }
+            },
+        ),
+    };
+
+    quote! {
+        #(#outer_attrs)*
+        #vis fn #name(#(#ctor_args),*) -> impl #trait_bound {
+            #inner
+
+            #[allow(non_camel_case_types)]
+            struct #struct_name {
+                #(#fields,)*
+            }
+
+            #trait_impl
+
+            #struct_name {
+                #(#inits,)*
+            }
+        }
+    }
+}
