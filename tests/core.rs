@@ -339,6 +339,20 @@ async fn a_node_error_stops_the_pipeline_and_names_the_node() {
     assert_eq!(total.await, None, "the sink's final hook does not run after a failure");
 }
 
+/// On one thread the downstream sink sees its input close before the
+/// supervisor aborts it: only the failure flag keeps it from finishing.
+#[tokio::test(start_paused = true)]
+async fn a_failure_upstream_never_runs_downstream_final_hooks() {
+    let mut g = Topology::builder();
+    let lines = g.source("lines", from_iter(["1", "2", "x", "4"].map(String::from)));
+    let nums = g.node("parse", parse(), lines);
+    let (sum, total) = fold(0u64, |a, x: u32| a + u64::from(x));
+    g.sink("sum", sum, nums);
+    let error = g.build().expect("valid").run().await.expect_err("parse fails");
+    assert!(matches!(&error, Error::NodeFailed { node, .. } if node == "parse"), "{error:?}");
+    assert_eq!(total.await, None, "the sink's final hook must not run after a failure");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_node_is_reported_with_its_name_and_message() {
     let mut g = Topology::builder();
@@ -532,4 +546,50 @@ fn graph_exports_name_every_node_and_edge() {
     assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
     assert!(mermaid.contains("n1[\"double #quot;x#quot;\"]"), "{mermaid}");
     assert!(mermaid.contains("n0 -->|\"capacity 16\"| n1"), "{mermaid}");
+}
+
+/// Records the `name` field of every span opened while it is the default.
+#[derive(Default)]
+struct SpanNames(std::sync::Mutex<Vec<(String, String)>>, AtomicUsize);
+
+impl tracing::Subscriber for SpanNames {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        struct Name(Option<String>);
+        impl tracing::field::Visit for Name {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "name" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut name = Name(None);
+        span.record(&mut name);
+        if let Some(name) = name.0 {
+            self.0.lock().expect("not poisoned").push((span.metadata().name().to_owned(), name));
+        }
+        tracing::span::Id::from_u64(self.1.fetch_add(1, Ordering::Relaxed) as u64 + 1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn every_node_task_runs_in_a_span_named_after_the_node() {
+    let recorder = Arc::new(SpanNames::default());
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let mut g = Topology::builder();
+    let a = g.source("numbers", from_iter(0..3u32));
+    let b = g.node("double", map(|x: u32| x * 2), a);
+    g.sink("print", sink_u32(), b);
+    g.build().expect("valid").run().await.expect("runs");
+    let spans = recorder.0.lock().expect("not poisoned").clone();
+    let expected: Vec<(String, String)> =
+        ["numbers", "double", "print"].iter().map(|n| ("node".to_owned(), (*n).to_owned())).collect();
+    assert_eq!(spans, expected);
 }
