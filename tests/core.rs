@@ -541,7 +541,8 @@ fn graph_exports_name_every_node_and_edge() {
     let dot = t.to_dot();
     assert!(dot.contains(r#""numbers" [shape=invhouse];"#), "{dot}");
     assert!(dot.contains(r#""numbers" -> "double \"x\"" [label="capacity 16"];"#), "{dot}");
-    assert!(dot.contains(r#""double \"x\"" -> "print" [label="capacity 1024"];"#), "{dot}");
+    let default_edge = format!(r#""double \"x\"" -> "print" [label="capacity {}"];"#, nanostream::DEFAULT_CAPACITY);
+    assert!(dot.contains(&default_edge), "{dot}");
     let mermaid = t.to_mermaid();
     assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
     assert!(mermaid.contains("n1[\"double #quot;x#quot;\"]"), "{mermaid}");

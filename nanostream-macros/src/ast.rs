@@ -390,3 +390,31 @@ impl NodeFn {
             })
     }
 }
+
+/// Whether a function body awaits anything itself (nested closures, async
+/// blocks and items are other functions and do not count). Macro calls are
+/// opaque, so an `await` token inside one counts.
+pub(crate) fn body_awaits(block: &syn::Block) -> bool {
+    struct Awaits(bool);
+    fn tokens_await(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(i) => i == "await",
+            proc_macro2::TokenTree::Group(g) => tokens_await(g.stream()),
+            _ => false,
+        })
+    }
+    impl<'ast> Visit<'ast> for Awaits {
+        fn visit_expr_await(&mut self, _: &'ast syn::ExprAwait) {
+            self.0 = true;
+        }
+        fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
+        fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+        fn visit_item(&mut self, _: &'ast syn::Item) {}
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            self.0 |= tokens_await(mac.tokens.clone());
+        }
+    }
+    let mut awaits = Awaits(false);
+    awaits.visit_block(block);
+    awaits.0
+}

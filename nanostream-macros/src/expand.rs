@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Type};
 
-use crate::ast::{Args, Kind, NodeFn, Output, Param};
+use crate::ast::{Args, Kind, NodeFn, Output, Param, body_awaits};
 
 pub(crate) fn node(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
@@ -52,6 +52,14 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
     let mut inner = func.clone();
     inner.attrs = inner_attrs.into_iter().cloned().collect();
     inner.vis = syn::Visibility::Inherited;
+    // A body that never awaits runs as a plain function: the runtime then
+    // calls it per item without building a future (`process_now`).
+    let sync = !matches!(node.kind, Kind::Source)
+        && !matches!((&node.kind, &node.returns.output), (Kind::Node, Output::Unit))
+        && !body_awaits(&func.block);
+    if sync {
+        inner.sig.asyncness = None;
+    }
 
     // Constructor arguments, struct fields, their initialisers, and the
     // arguments of each call of the user's function, in parameter order.
@@ -88,7 +96,12 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
     let fallible = node.returns.error.is_some();
     // The user's future, checked for `Send` with the error pointing at the
     // function's signature rather than at generated code.
-    let call = quote_spanned!(sig_span=> #p::assert_send(#name(#(#call_args),*)).await);
+    let call = if sync {
+        quote!(#name(#(#call_args),*))
+    } else {
+        quote_spanned!(sig_span=> #p::assert_send(#name(#(#call_args),*)).await)
+    };
+    let now_call = quote!(#name(#(#call_args),*));
     let result = if fallible { quote!(#call?) } else { call };
     let unit: Type = syn::parse_quote!(());
     let out_ty = node.output_type().unwrap_or(&unit);
@@ -113,6 +126,60 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
         },
     };
 
+    let now_body = match (&node.kind, &node.returns.output, fallible) {
+        (Kind::Node, Output::Value(_), false) => quote!(#p::Now::Emit(#now_call)),
+        (Kind::Node, Output::Value(_), true) => quote! {
+            match #now_call {
+                #p::Result::Ok(__value) => #p::Now::Emit(__value),
+                #p::Result::Err(__error) => #p::Now::Fail(__error),
+            }
+        },
+        (Kind::Node, Output::Maybe(_), false) => quote! {
+            match #now_call {
+                #p::Option::Some(__value) => #p::Now::Emit(__value),
+                #p::Option::None => #p::Now::Nothing,
+            }
+        },
+        (Kind::Node, Output::Maybe(_), true) => quote! {
+            match #now_call {
+                #p::Result::Ok(#p::Option::Some(__value)) => #p::Now::Emit(__value),
+                #p::Result::Ok(#p::Option::None) => #p::Now::Nothing,
+                #p::Result::Err(__error) => #p::Now::Fail(__error),
+            }
+        },
+        (Kind::Sink, _, false) => quote! {
+            #now_call;
+            #p::Now::Nothing
+        },
+        (Kind::Sink, _, true) => quote! {
+            match #now_call {
+                #p::Result::Ok(()) => #p::Now::Nothing,
+                #p::Result::Err(__error) => #p::Now::Fail(__error),
+            }
+        },
+        _ => quote!(#p::Now::Later(__item)),
+    };
+    let process_now = if sync {
+        quote! {
+            #[inline]
+            fn process_now(&mut self, __item: #in_ty) -> #p::Now<#in_ty, #out_ty, #error_ty> {
+                #now_body
+            }
+        }
+    } else {
+        quote!()
+    };
+    let consume_now = if sync {
+        quote! {
+            #[inline]
+            fn consume_now(&mut self, __item: #in_ty) -> #p::Now<#in_ty, (), #error_ty> {
+                #now_body
+            }
+        }
+    } else {
+        quote!()
+    };
+
     let (trait_bound, trait_impl) = match node.kind {
         Kind::Node => (
             quote!(#p::Node<In = #in_ty, Out = #out_ty, Error = #error_ty>),
@@ -129,6 +196,8 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
                     ) -> #p::Result<(), #error_ty> {
                         #body
                     }
+
+                    #process_now
                 }
             },
         ),
@@ -158,6 +227,8 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
                     async fn consume(&mut self, __item: #in_ty) -> #p::Result<(), #error_ty> {
                         #body
                     }
+
+                    #consume_now
                 }
             },
         ),

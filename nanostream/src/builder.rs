@@ -11,9 +11,9 @@ use crate::node::{Node, Sink, Source};
 use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, Topology};
 
 /// Edge capacity used when neither the edge nor the builder sets one.
-pub const DEFAULT_CAPACITY: usize = 1024;
+pub const DEFAULT_CAPACITY: usize = 4096;
 /// Most items moved across an edge in one chunk, unless the builder sets it.
-pub const DEFAULT_CHUNK_SIZE: usize = 256;
+pub const DEFAULT_CHUNK_SIZE: usize = 1024;
 
 static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
 
@@ -24,7 +24,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The sending side of a node as it is wired.
 pub(crate) struct PortSpec<T> {
     pub(crate) edges: Vec<EdgeSender<T>>,
-    pub(crate) cloner: Option<fn(&T) -> T>,
+    pub(crate) cloner: Option<fn(&[T]) -> Vec<T>>,
     pub(crate) policy: Policy,
 }
 
@@ -85,7 +85,7 @@ pub struct Link<T> {
     node: usize,
     builder: u64,
     port: SharedPort<T>,
-    cloner: Option<fn(&T) -> T>,
+    cloner: Option<fn(&[T]) -> Vec<T>>,
     capacity: Option<usize>,
 }
 
@@ -141,7 +141,7 @@ impl<T: Clone> Inputs<T> for &Output<T> {
             node: self.node,
             builder: self.builder,
             port: self.port.clone(),
-            cloner: Some(<T as Clone>::clone),
+            cloner: Some(<[T]>::to_vec),
             capacity: None,
         }]
     }

@@ -15,7 +15,7 @@ use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
 use crate::edge::{InputSet, TryNext};
 use crate::emitter::{Emitter, Port, SourceFlush};
 use crate::error::BoxError;
-use crate::node::{Context, Node, Sink, Source};
+use crate::node::{Context, Node, Now, Sink, Source};
 use crate::stats::NodeStats;
 
 /// Why a node task ended badly.
@@ -86,6 +86,69 @@ async fn node_task<N: Node>(
     guarded(drive_node(&mut node, &mut input, &mut out, &env), &env.failed).await
 }
 
+/// Where a synchronous run over a chunk stopped.
+enum Step<In, E> {
+    /// Every item was processed.
+    Done,
+    /// The output buffer is full and must be flushed before going on.
+    Full,
+    Fail(E),
+    /// This item needs the asynchronous path.
+    Later(In),
+}
+
+/// Processes items without awaiting for as long as the node allows.
+///
+/// A plain function that owns the iterator and the output buffer while it
+/// runs, so the per-item loop keeps them in registers instead of writing
+/// them back to the task's state on every item.
+#[inline]
+fn process_now<I, N>(
+    node: &mut N,
+    mut items: I,
+    mut buf: Vec<N::Out>,
+    limit: usize,
+) -> (Step<N::In, N::Error>, I, Vec<N::Out>)
+where
+    I: ExactSizeIterator<Item = N::In>,
+    N: Node,
+{
+    if buf.len() >= limit {
+        return (Step::Full, items, buf);
+    }
+    buf.reserve(items.len().min(limit - buf.len()));
+    while let Some(item) = items.next() {
+        match node.process_now(item) {
+            Now::Emit(value) => {
+                buf.push(value);
+                if buf.len() >= limit {
+                    return (Step::Full, items, buf);
+                }
+            }
+            Now::Nothing => {}
+            Now::Fail(error) => return (Step::Fail(error), items, buf),
+            Now::Later(item) => return (Step::Later(item), items, buf),
+        }
+    }
+    (Step::Done, items, buf)
+}
+
+#[inline]
+fn consume_now<I, K>(sink: &mut K, mut items: I) -> (Step<K::In, K::Error>, I)
+where
+    I: Iterator<Item = K::In>,
+    K: Sink,
+{
+    while let Some(item) = items.next() {
+        match sink.consume_now(item) {
+            Now::Emit(()) | Now::Nothing => {}
+            Now::Fail(error) => return (Step::Fail(error), items),
+            Now::Later(item) => return (Step::Later(item), items),
+        }
+    }
+    (Step::Done, items)
+}
+
 async fn drive_node<N: Node>(
     node: &mut N,
     input: &mut InputSet<N::In>,
@@ -109,7 +172,24 @@ async fn drive_node<N: Node>(
         };
         env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
         out.begin_input(chunk.acks);
-        for item in chunk.items {
+        let mut drained = chunk.items;
+        let mut items = drained.drain(..);
+        loop {
+            let item = {
+                let (buf, limit) = out.buffer();
+                let (step, rest, filled) = process_now(node, items, std::mem::take(buf), limit);
+                items = rest;
+                *buf = filled;
+                match step {
+                    Step::Done => break,
+                    Step::Full => {
+                        out.flush().await;
+                        continue;
+                    }
+                    Step::Fail(error) => return Err(error.into()),
+                    Step::Later(item) => item,
+                }
+            };
             let mut waited = false;
             let result = {
                 let mut work = pin!(node.process(item, out));
@@ -127,6 +207,8 @@ async fn drive_node<N: Node>(
                 out.flush().await;
             }
         }
+        drop(items);
+        out.recycle(drained);
         out.end_input();
         if out.is_closed() {
             // Every reader is gone (the pipeline is failing): stop reading.
@@ -213,8 +295,16 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
             }
         };
         env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
-        for item in chunk.items {
-            sink.consume(item).await.map_err(Into::into)?;
+        let mut items = chunk.items.into_iter();
+        loop {
+            let (step, rest) = consume_now(sink, items);
+            items = rest;
+            match step {
+                Step::Done => break,
+                Step::Full => unreachable!("a sink has no output buffer"),
+                Step::Fail(error) => return Err(error.into()),
+                Step::Later(item) => sink.consume(item).await.map_err(Into::into)?,
+            }
         }
         // The chunk's acknowledgements are released here: the sink has
         // consumed every item.

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
 
 /// Keep-alive handles attached to a chunk.
 ///
@@ -68,7 +69,7 @@ pub(crate) struct EdgeShared {
 }
 
 pub(crate) struct EdgeSender<T> {
-    pub(crate) tx: mpsc::Sender<Chunk<T>>,
+    pub(crate) tx: PollSender<Chunk<T>>,
     pub(crate) shared: Arc<EdgeShared>,
     /// Most items this edge accepts in one chunk.
     pub(crate) chunk_limit: usize,
@@ -96,10 +97,13 @@ impl EdgeSize {
     }
 }
 
-pub(crate) fn edge<T>(size: EdgeSize) -> (EdgeSender<T>, EdgeReceiver<T>) {
+pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeReceiver<T>) {
     let (tx, rx) = mpsc::channel(size.slots());
     let shared = Arc::new(EdgeShared::default());
-    (EdgeSender { tx, shared: shared.clone(), chunk_limit: size.chunk_limit() }, EdgeReceiver { rx, shared })
+    (
+        EdgeSender { tx: PollSender::new(tx), shared: shared.clone(), chunk_limit: size.chunk_limit() },
+        EdgeReceiver { rx, shared },
+    )
 }
 
 /// What [`InputSet::try_next`] found.

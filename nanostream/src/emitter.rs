@@ -1,5 +1,7 @@
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +46,8 @@ pub struct Emitter<T> {
     acks: AckSet,
     /// Acknowledgements of the input chunk the node is working through.
     current: AckSet,
+    /// An empty allocation to fill next, so a flush does not allocate.
+    spare: Vec<T>,
     /// Flush once `buf` holds this many items.
     limit: usize,
     /// Flush a partial chunk as soon as a downstream node is waiting for input
@@ -56,7 +60,7 @@ pub struct Emitter<T> {
 
 pub(crate) struct Port<T> {
     edges: Vec<EdgeSender<T>>,
-    cloner: Option<fn(&T) -> T>,
+    cloner: Option<fn(&[T]) -> Vec<T>>,
     policy: Policy,
     /// Edges that already hold a copy of the chunk being broadcast, so an
     /// interrupted flush resumes without sending duplicates.
@@ -83,7 +87,7 @@ pub(crate) enum Policy {
 impl<T> Port<T> {
     pub(crate) fn new(
         edges: Vec<EdgeSender<T>>,
-        cloner: Option<fn(&T) -> T>,
+        cloner: Option<fn(&[T]) -> Vec<T>>,
         policy: Policy,
         closed_token: CancellationToken,
         stats: Arc<NodeStats>,
@@ -116,13 +120,14 @@ fn with_current(acks: AckSet, current: &AckSet) -> AckSet {
     acks
 }
 
-impl<T> Emitter<T> {
+impl<T: Send + 'static> Emitter<T> {
     /// An emitter that only buffers, for running a node outside a topology.
     pub(crate) fn detached() -> Self {
         Self {
             buf: Vec::new(),
             acks: AckSet::default(),
             current: AckSet::default(),
+            spare: Vec::new(),
             limit: usize::MAX,
             eager: false,
             park_when_closed: false,
@@ -136,6 +141,7 @@ impl<T> Emitter<T> {
             buf: Vec::new(),
             acks: AckSet::default(),
             current: AckSet::default(),
+            spare: Vec::new(),
             limit,
             eager: source == Some(SourceFlush::WhenDownstreamIdle),
             park_when_closed: source.is_some(),
@@ -145,25 +151,59 @@ impl<T> Emitter<T> {
 
     /// Sends one output downstream.
     ///
-    /// The item is buffered; the call waits only when the buffer is full and
-    /// the downstream edges have no room, so awaiting it is how a node feels
-    /// back-pressure.
+    /// The item is buffered at once; the returned future waits only when the
+    /// buffer is full and the downstream edges have no room, so awaiting it
+    /// is how a node feels back-pressure. Buffering is cheap: a full chunk
+    /// is moved downstream in one channel operation.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: an item passed to `emit` is never lost or duplicated if
-    /// the future is dropped; it stays buffered and is sent by the next
-    /// flush.
-    pub async fn emit(&mut self, item: T) {
+    /// Cancel safe: the item is buffered before the future is returned, so
+    /// dropping the future never loses or duplicates it; it is sent by the
+    /// next flush.
+    #[inline]
+    pub fn emit(&mut self, item: T) -> impl Future<Output = ()> + Send + '_ {
         self.buf.push(item);
-        if self.buf.len() >= self.limit || (self.eager && self.downstream_idle()) {
-            self.flush().await;
-            if self.park_when_closed && self.is_closed() {
-                // Nothing reads this output any more (the pipeline is being
-                // torn down): park the node instead of letting it spin.
-                std::future::pending::<()>().await;
-            }
+        std::future::poll_fn(move |cx| self.poll_emit(cx))
+    }
+
+    /// The buffer and the size at which it must be flushed, for loops that
+    /// fill it without awaiting.
+    #[inline]
+    pub(crate) fn buffer(&mut self) -> (&mut Vec<T>, usize) {
+        (&mut self.buf, self.limit)
+    }
+
+    #[inline]
+    pub(crate) fn wants_flush(&self) -> bool {
+        self.buf.len() >= self.limit || (self.eager && self.downstream_idle())
+    }
+
+    /// Flushes a buffer a source filled through [`buffer`](Self::buffer);
+    /// like `emit`, parks a source whose output is closed, so that its loop
+    /// cannot spin.
+    pub(crate) async fn flush_or_park(&mut self) {
+        std::future::poll_fn(|cx| self.poll_emit_slow(cx)).await;
+    }
+
+    #[inline]
+    fn poll_emit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.wants_flush() {
+            return Poll::Ready(());
         }
+        self.poll_emit_slow(cx)
+    }
+
+    #[inline(never)]
+    fn poll_emit_slow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        ready!(self.poll_flush(cx));
+        if self.park_when_closed && self.is_closed() {
+            // Nothing reads this output any more (the pipeline is being torn
+            // down): park the source instead of letting it spin. No waker is
+            // registered; the runtime stops the source by other means.
+            return Poll::Pending;
+        }
+        Poll::Ready(())
     }
 
     fn downstream_idle(&self) -> bool {
@@ -180,37 +220,55 @@ impl<T> Emitter<T> {
     ///
     /// Cancel safe: if the future is dropped, the items not yet sent stay
     /// buffered and no downstream node receives a chunk twice.
-    pub async fn flush(&mut self) {
-        let Some(port) = &mut self.port else { return };
+    pub fn flush(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_flush(cx))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(port) = &mut self.port else { return Poll::Ready(()) };
         if self.buf.is_empty() || port.closed {
-            return;
+            return Poll::Ready(());
         }
         let len = self.buf.len();
         match port.policy {
             Policy::Broadcast => {
+                // Edges before `sent_upto` already hold a copy of this chunk
+                // (from an earlier poll), so resuming never duplicates it.
                 while port.sent_upto < port.edges.len() {
                     let index = port.sent_upto;
-                    let Ok(permit) = port.edges[index].tx.reserve().await else {
-                        port.remove_edge(index);
-                        continue;
-                    };
+                    let edge = &mut port.edges[index];
+                    match edge.tx.poll_reserve(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_closed)) => {
+                            port.remove_edge(index);
+                            continue;
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
                     let last = index + 1 == port.edges.len();
                     let chunk = if last {
+                        let next = if self.spare.capacity() > 0 {
+                            std::mem::take(&mut self.spare)
+                        } else {
+                            Vec::with_capacity(len)
+                        };
                         Chunk {
-                            items: std::mem::replace(&mut self.buf, Vec::with_capacity(len)),
+                            items: std::mem::replace(&mut self.buf, next),
                             acks: with_current(std::mem::take(&mut self.acks), &self.current),
                         }
                     } else {
                         let Some(clone) = port.cloner else {
                             unreachable_clone();
                         };
-                        Chunk {
-                            items: self.buf.iter().map(clone).collect(),
-                            acks: with_current(self.acks.clone(), &self.current),
-                        }
+                        Chunk { items: clone(&self.buf), acks: with_current(self.acks.clone(), &self.current) }
                     };
-                    port.edges[index].shared.queued.fetch_add(len, Ordering::Relaxed);
-                    permit.send(chunk);
+                    let edge = &mut port.edges[index];
+                    edge.shared.queued.fetch_add(len, Ordering::Relaxed);
+                    if edge.tx.send_item(chunk).is_err() {
+                        edge.shared.queued.fetch_sub(len, Ordering::Relaxed);
+                        port.remove_edge(index);
+                        continue;
+                    }
                     port.sent_upto += 1;
                 }
                 port.sent_upto = 0;
@@ -223,6 +281,7 @@ impl<T> Emitter<T> {
         } else {
             port.stats.sent.fetch_add(len as u64, Ordering::Relaxed);
         }
+        Poll::Ready(())
     }
 
     /// Whether every node reading this output has stopped.
@@ -233,6 +292,18 @@ impl<T> Emitter<T> {
     /// Number of outputs buffered and not yet sent.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Keeps a drained input allocation to fill next, when the node's input
+    /// and output item types are the same: the memory was just read by this
+    /// task, so writing into it is cheaper than into a fresh allocation.
+    pub(crate) fn recycle<In: 'static>(&mut self, mut drained: Vec<In>) {
+        if self.spare.capacity() == 0
+            && let Some(same) = (&mut drained as &mut dyn std::any::Any).downcast_mut::<Vec<T>>()
+        {
+            same.clear();
+            self.spare = std::mem::take(same);
+        }
     }
 
     /// Marks the start of an input chunk whose acknowledgements every output
@@ -271,7 +342,7 @@ impl<T> std::fmt::Debug for Emitter<T> {
             .field("item", &std::any::type_name::<T>())
             .field("buffered", &self.buf.len())
             .field("limit", &self.limit)
-            .field("closed", &self.is_closed())
+            .field("closed", &self.port.as_ref().is_some_and(|p| p.closed))
             .finish()
     }
 }

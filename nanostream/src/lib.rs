@@ -92,7 +92,7 @@ pub use adapt::{NodeExt, SinkExt};
 pub use builder::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity};
 pub use emitter::Emitter;
 pub use error::{BoxError, BuildError, Error};
-pub use node::{Context, Node, Sink, Source};
+pub use node::{Context, Node, Now, Sink, Source};
 pub use ops::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
 pub use sinks::{
     Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
@@ -202,7 +202,7 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::{Emitter, Node, Sink, Source};
+    pub use crate::{Emitter, Node, Now, Sink, Source};
     pub use core::convert::Infallible;
     pub use core::default::Default;
     pub use core::future::Future;

@@ -90,6 +90,18 @@ pub trait Node: Send + 'static {
         out: &mut Emitter<Self::Out>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Processes an item without awaiting, when the node can.
+    ///
+    /// An optimisation hook used by `#[node]` functions that never `.await`
+    /// and by the closure nodes: the runtime calls it first and falls back to
+    /// [`process`](Node::process) when it returns [`Now::Later`]. It must
+    /// behave exactly like `process`.
+    #[doc(hidden)]
+    #[inline]
+    fn process_now(&mut self, item: Self::In) -> Now<Self::In, Self::Out, Self::Error> {
+        Now::Later(item)
+    }
+
     /// Called once after the last item, when every upstream node has
     /// finished; may still emit. Not called when the pipeline is failing.
     fn finish(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -238,6 +250,14 @@ pub trait Sink: Send + 'static {
     /// Called for every input item.
     fn consume(&mut self, item: Self::In) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Consumes an item without awaiting, when the sink can; see
+    /// [`Node::process_now`].
+    #[doc(hidden)]
+    #[inline]
+    fn consume_now(&mut self, item: Self::In) -> Now<Self::In, (), Self::Error> {
+        Now::Later(item)
+    }
+
     /// Called when no more input is ready, before the sink waits for more:
     /// the moment to write out anything the sink buffers.
     fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -249,6 +269,20 @@ pub trait Sink: Send + 'static {
     fn finish(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
     }
+}
+
+/// What [`Node::process_now`] did with an item.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Now<In, Out, E> {
+    /// The item produced this output.
+    Emit(Out),
+    /// The item produced no output.
+    Nothing,
+    /// Processing the item failed.
+    Fail(E),
+    /// The item needs the asynchronous path; here it is back.
+    Later(In),
 }
 
 /// What a node knows about where it runs.

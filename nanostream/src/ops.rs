@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use crate::emitter::Emitter;
-use crate::node::Node;
+use crate::node::{Node, Now};
 
 /// Forwards every item unchanged; the body of a placeholder.
 pub(crate) struct Identity<T>(pub(crate) PhantomData<fn(T) -> T>);
@@ -18,6 +18,11 @@ impl<T: Send + 'static> Node for Identity<T> {
     async fn process(&mut self, item: T, out: &mut Emitter<T>) -> Result<(), Infallible> {
         out.emit(item).await;
         Ok(())
+    }
+
+    #[inline]
+    fn process_now(&mut self, item: T) -> Now<T, T, Infallible> {
+        Now::Emit(item)
     }
 }
 
@@ -76,6 +81,11 @@ where
         out.emit((self.f)(item)).await;
         Ok(())
     }
+
+    #[inline]
+    fn process_now(&mut self, item: In) -> Now<In, Out, Infallible> {
+        Now::Emit((self.f)(item))
+    }
 }
 
 /// A node that keeps the items a predicate accepts; see [`filter`].
@@ -123,6 +133,11 @@ where
             out.emit(item).await;
         }
         Ok(())
+    }
+
+    #[inline]
+    fn process_now(&mut self, item: T) -> Now<T, T, Infallible> {
+        if (self.f)(&item) { Now::Emit(item) } else { Now::Nothing }
     }
 }
 
@@ -172,6 +187,14 @@ where
             out.emit(value).await;
         }
         Ok(())
+    }
+
+    #[inline]
+    fn process_now(&mut self, item: In) -> Now<In, Out, Infallible> {
+        match (self.f)(item) {
+            Some(value) => Now::Emit(value),
+            None => Now::Nothing,
+        }
     }
 }
 

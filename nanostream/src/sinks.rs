@@ -10,7 +10,7 @@ use futures::{SinkExt as _, Stream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::BoxError;
-use crate::node::Sink;
+use crate::node::{Now, Sink};
 
 /// What a [`for_each`] closure's future may return: `()` or
 /// `Result<(), E>`.
@@ -157,10 +157,18 @@ where
     type Error = Infallible;
 
     async fn consume(&mut self, item: T) -> Result<(), Infallible> {
+        if let Now::Fail(never) = self.consume_now(item) {
+            match never {}
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn consume_now(&mut self, item: T) -> Now<T, (), Infallible> {
         if let Some(acc) = self.acc.take() {
             self.acc = Some((self.f)(acc, item));
         }
-        Ok(())
+        Now::Nothing
     }
 
     async fn finish(&mut self) -> Result<(), Infallible> {

@@ -54,10 +54,16 @@ where
     type Error = Infallible;
 
     async fn run(&mut self, out: &mut Emitter<I::Item>) -> Result<(), Infallible> {
-        for item in self.iter.by_ref() {
-            out.emit(item).await;
+        loop {
+            // Fill a chunk without awaiting, then send it.
+            let (buf, limit) = out.buffer();
+            let before = buf.len();
+            buf.extend(self.iter.by_ref().take(limit.saturating_sub(before)));
+            if buf.len() < limit {
+                return Ok(());
+            }
+            out.flush_or_park().await;
         }
-        Ok(())
     }
 
     fn flushes_itself(&self) -> bool {
