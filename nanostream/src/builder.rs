@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::driver::{self, Prepared};
-use crate::edge::{EdgeReceiver, EdgeSender, EdgeShared, EdgeSize, edge};
+use crate::edge::{ChunkCloner, EdgeReceiver, EdgeSender, EdgeShared, EdgeSize, edge};
 use crate::emitter::Policy;
 use crate::error::BuildError;
 use crate::node::{Node, Sink, Source};
@@ -24,7 +24,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The sending side of a node as it is wired.
 pub(crate) struct PortSpec<T> {
     pub(crate) edges: Vec<EdgeSender<T>>,
-    pub(crate) cloner: Option<fn(&[T]) -> Vec<T>>,
+    pub(crate) cloner: Option<ChunkCloner<T>>,
     pub(crate) policy: Policy,
 }
 
@@ -85,7 +85,7 @@ pub struct Link<T> {
     node: usize,
     builder: u64,
     port: SharedPort<T>,
-    cloner: Option<fn(&[T]) -> Vec<T>>,
+    cloner: Option<ChunkCloner<T>>,
     capacity: Option<usize>,
 }
 

@@ -97,18 +97,16 @@ enum Step<In, E> {
     Later(In),
 }
 
+/// Where [`process_now`] stopped, with the iterator and buffer it owned.
+type Stopped<N, I> = (Step<<N as Node>::In, <N as Node>::Error>, I, Vec<<N as Node>::Out>);
+
 /// Processes items without awaiting for as long as the node allows.
 ///
 /// A plain function that owns the iterator and the output buffer while it
 /// runs, so the per-item loop keeps them in registers instead of writing
 /// them back to the task's state on every item.
 #[inline]
-fn process_now<I, N>(
-    node: &mut N,
-    mut items: I,
-    mut buf: Vec<N::Out>,
-    limit: usize,
-) -> (Step<N::In, N::Error>, I, Vec<N::Out>)
+fn process_now<I, N>(node: &mut N, mut items: I, mut buf: Vec<N::Out>, limit: usize) -> Stopped<N, I>
 where
     I: ExactSizeIterator<Item = N::In>,
     N: Node,

@@ -52,6 +52,9 @@ impl std::fmt::Debug for AckSet {
     }
 }
 
+/// Copies a chunk's items for one more reader of a broadcast.
+pub(crate) type ChunkCloner<T> = fn(&[T]) -> Vec<T>;
+
 /// A batch of items moved across an edge in one channel operation.
 pub(crate) struct Chunk<T> {
     pub(crate) items: Vec<T>,

@@ -5,7 +5,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::{AckSet, Chunk, EdgeSender};
+use crate::edge::{AckSet, Chunk, ChunkCloner, EdgeSender};
 use crate::stats::NodeStats;
 
 /// Where a node sends its outputs.
@@ -60,7 +60,7 @@ pub struct Emitter<T> {
 
 pub(crate) struct Port<T> {
     edges: Vec<EdgeSender<T>>,
-    cloner: Option<fn(&[T]) -> Vec<T>>,
+    cloner: Option<ChunkCloner<T>>,
     policy: Policy,
     /// Edges that already hold a copy of the chunk being broadcast, so an
     /// interrupted flush resumes without sending duplicates.
@@ -87,7 +87,7 @@ pub(crate) enum Policy {
 impl<T> Port<T> {
     pub(crate) fn new(
         edges: Vec<EdgeSender<T>>,
-        cloner: Option<fn(&[T]) -> Vec<T>>,
+        cloner: Option<ChunkCloner<T>>,
         policy: Policy,
         closed_token: CancellationToken,
         stats: Arc<NodeStats>,
