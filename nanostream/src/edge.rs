@@ -76,6 +76,8 @@ pub(crate) struct EdgeSender<T> {
     pub(crate) shared: Arc<EdgeShared>,
     /// Most items this edge accepts in one chunk.
     pub(crate) chunk_limit: usize,
+    /// A slot reservation is under way in `tx` (it returned `Pending`).
+    pub(crate) reserving: bool,
 }
 
 pub(crate) struct EdgeReceiver<T> {
@@ -104,7 +106,12 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
     let (tx, rx) = mpsc::channel(size.slots());
     let shared = Arc::new(EdgeShared::default());
     (
-        EdgeSender { tx: PollSender::new(tx), shared: shared.clone(), chunk_limit: size.chunk_limit() },
+        EdgeSender {
+            tx: PollSender::new(tx),
+            shared: shared.clone(),
+            chunk_limit: size.chunk_limit(),
+            reserving: false,
+        },
         EdgeReceiver { rx, shared },
     )
 }

@@ -237,13 +237,21 @@ impl<T: Send + 'static> Emitter<T> {
                 while port.sent_upto < port.edges.len() {
                     let index = port.sent_upto;
                     let edge = &mut port.edges[index];
-                    match edge.tx.poll_reserve(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(_closed)) => {
-                            port.remove_edge(index);
-                            continue;
+                    // Fast path: a slot is free. The edge has a single sender,
+                    // so the slot cannot be taken before `try_send` below.
+                    let fast = !edge.reserving && edge.tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
+                    if !fast {
+                        match edge.tx.poll_reserve(cx) {
+                            Poll::Pending => {
+                                edge.reserving = true;
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Err(_closed)) => {
+                                port.remove_edge(index);
+                                continue;
+                            }
+                            Poll::Ready(Ok(())) => edge.reserving = false,
                         }
-                        Poll::Ready(Ok(())) => {}
                     }
                     let last = index + 1 == port.edges.len();
                     let chunk = if last {
@@ -264,7 +272,12 @@ impl<T: Send + 'static> Emitter<T> {
                     };
                     let edge = &mut port.edges[index];
                     edge.shared.queued.fetch_add(len, Ordering::Relaxed);
-                    if edge.tx.send_item(chunk).is_err() {
+                    let sent = if fast {
+                        edge.tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
+                    } else {
+                        edge.tx.send_item(chunk).is_ok()
+                    };
+                    if !sent {
                         edge.shared.queued.fetch_sub(len, Ordering::Relaxed);
                         port.remove_edge(index);
                         continue;
