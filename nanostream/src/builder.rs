@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::driver::{self, Prepared};
-use crate::edge::{ChunkCloner, EdgeReceiver, EdgeSender, EdgeShared, EdgeSize, edge};
+use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, EdgeSize, edge};
 use crate::emitter::Policy;
 use crate::error::BuildError;
 use crate::node::{Node, Sink, Source};
-use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, Topology};
+use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, NodePlan, Topology};
+use std::hash::{Hash, Hasher};
 
 /// Edge capacity used when neither the edge nor the builder sets one.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -23,9 +24,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The sending side of a node as it is wired.
 pub(crate) struct PortSpec<T> {
-    pub(crate) edges: Vec<EdgeSender<T>>,
+    /// Each edge with the split output it belongs to (0 when not split).
+    pub(crate) edges: Vec<(usize, EdgeSender<T>)>,
     pub(crate) cloner: Option<ChunkCloner<T>>,
-    pub(crate) policy: Policy,
+    pub(crate) policy: Policy<T>,
 }
 
 impl<T> Default for PortSpec<T> {
@@ -71,6 +73,8 @@ pub struct Output<T> {
     pub(crate) node: usize,
     pub(crate) builder: u64,
     pub(crate) port: SharedPort<T>,
+    /// Which part of a split output this handle reads.
+    pub(crate) slot: Option<usize>,
 }
 
 impl<T> std::fmt::Debug for Output<T> {
@@ -83,6 +87,7 @@ impl<T> std::fmt::Debug for Output<T> {
 #[doc(hidden)]
 pub struct Link<T> {
     node: usize,
+    slot: Option<usize>,
     builder: u64,
     port: SharedPort<T>,
     cloner: Option<ChunkCloner<T>>,
@@ -131,7 +136,14 @@ pub trait Inputs<T> {
 
 impl<T> Inputs<T> for Output<T> {
     fn links(self) -> Vec<Link<T>> {
-        vec![Link { node: self.node, builder: self.builder, port: self.port, cloner: None, capacity: None }]
+        vec![Link {
+            node: self.node,
+            slot: self.slot,
+            builder: self.builder,
+            port: self.port,
+            cloner: None,
+            capacity: None,
+        }]
     }
 }
 
@@ -139,6 +151,7 @@ impl<T: Clone> Inputs<T> for &Output<T> {
     fn links(self) -> Vec<Link<T>> {
         vec![Link {
             node: self.node,
+            slot: self.slot,
             builder: self.builder,
             port: self.port.clone(),
             cloner: Some(<[T]>::to_vec),
@@ -196,11 +209,15 @@ struct NodeEntry {
     name: String,
     kind: NodeKind,
     launch: Prepared,
+    /// Set when the node's output was split: the policy and the number of
+    /// parts.
+    split: Option<(&'static str, usize)>,
 }
 
 struct EdgeEntry {
     from: usize,
     to: usize,
+    slot: Option<usize>,
     capacity: Option<usize>,
     make: Box<dyn FnOnce(EdgeSize) -> Arc<EdgeShared> + Send>,
 }
@@ -246,6 +263,7 @@ pub struct TopologyBuilder {
     edges: Vec<EdgeEntry>,
     default_capacity: usize,
     chunk_size: usize,
+    progress: Option<std::time::Duration>,
     errors: Vec<BuildError>,
 }
 
@@ -275,6 +293,7 @@ impl TopologyBuilder {
             edges: Vec::new(),
             default_capacity: DEFAULT_CAPACITY,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            progress: None,
             errors: Vec::new(),
         }
     }
@@ -298,13 +317,24 @@ impl TopologyBuilder {
         self
     }
 
+    /// Logs a progress report every `every` while the pipeline runs: per
+    /// node, items in and out per second, queue fill and busy time, with the
+    /// node that holds the pipeline back marked as the bottleneck.
+    ///
+    /// Reports are `tracing` events at `INFO` level with target
+    /// `nanostream::progress`. Off by default.
+    pub fn report_progress(&mut self, every: std::time::Duration) -> &mut Self {
+        self.progress = Some(every);
+        self
+    }
+
     fn add_node(&mut self, name: String, kind: NodeKind, launch: Prepared) -> usize {
-        self.nodes.push(NodeEntry { name, kind, launch });
+        self.nodes.push(NodeEntry { name, kind, launch, split: None });
         self.nodes.len() - 1
     }
 
     fn output<T>(&self, node: usize, port: SharedPort<T>) -> Output<T> {
-        Output { node, builder: self.id, port }
+        Output { node, builder: self.id, port, slot: None }
     }
 
     fn connect_links<T: Send + 'static>(&mut self, to: usize, links: Vec<Link<T>>, inputs: &SharedInputs<T>) {
@@ -318,14 +348,16 @@ impl TopologyBuilder {
             }
             let port = link.port;
             let inputs = inputs.clone();
+            let slot = link.slot;
             self.edges.push(EdgeEntry {
                 from: link.node,
                 to,
+                slot,
                 capacity: link.capacity,
                 make: Box::new(move |size| {
                     let (tx, rx) = edge(size);
                     let shared = tx.shared.clone();
-                    lock(&port).edges.push(tx);
+                    lock(&port).edges.push((slot.unwrap_or(0), tx));
                     lock(&inputs).push(rx);
                     shared
                 }),
@@ -360,6 +392,79 @@ impl TopologyBuilder {
         let r = receivers.clone();
         let id = self.add_node(name.into(), NodeKind::Sink, driver::prepare_sink(sink, r));
         self.connect_links(id, inputs.links(), &receivers);
+    }
+
+    fn split<T>(&mut self, output: Output<T>, parts: usize, policy: Policy<T>) -> Vec<Output<T>> {
+        if output.builder == self.id {
+            self.nodes[output.node].split = Some((policy.label(), parts));
+        }
+        lock(&output.port).policy = policy;
+        (0..parts)
+            .map(|i| Output { node: output.node, builder: output.builder, port: output.port.clone(), slot: Some(i) })
+            .collect()
+    }
+
+    /// Splits an output into `parts` outputs that share its items: whole
+    /// chunks go to each part in turn (round robin), so every item reaches
+    /// exactly one reader.
+    ///
+    /// Use it to spread work over copies of a node (see also
+    /// [`parallel`](TopologyBuilder::parallel)). Each part must be read by
+    /// exactly one node. Items need not be `Clone`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// let mut g = Topology::builder();
+    /// let jobs = g.source("jobs", from_iter(0..100u32));
+    /// let parts = g.round_robin(jobs, 2);
+    /// let mut done = Vec::new();
+    /// for (i, part) in parts.into_iter().enumerate() {
+    ///     done.push(g.node(format!("work_{i}"), map(|x: u32| x * 2), part));
+    /// }
+    /// g.sink("print", for_each(|x: u32| async move { println!("{x}") }), done);
+    /// assert!(g.build().is_ok());
+    /// ```
+    pub fn round_robin<T>(&mut self, output: Output<T>, parts: usize) -> Vec<Output<T>> {
+        self.split(output, parts, Policy::RoundRobin)
+    }
+
+    /// Splits an output into `parts` outputs by key: every item goes to part
+    /// `hash(key(item)) % parts`, so all items with the same key reach the
+    /// same reader, in order.
+    ///
+    /// Each part must be read by exactly one node. The hash is stable for a
+    /// given build of the program.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// let mut g = Topology::builder();
+    /// let words = g.source("words", from_iter(["a", "b", "a"].map(String::from)));
+    /// let parts = g.partition_by(words, 2, |w: &String| w.clone());
+    /// let counts: Vec<_> = parts
+    ///     .into_iter()
+    ///     .enumerate()
+    ///     .map(|(i, part)| g.node(format!("count_{i}"), map(|w: String| (w, 1u32)), part))
+    ///     .collect();
+    /// g.sink("print", for_each(|(w, n): (String, u32)| async move { println!("{w} {n}") }), counts);
+    /// assert!(g.build().is_ok());
+    /// ```
+    pub fn partition_by<T, K, F>(&mut self, output: Output<T>, parts: usize, key: F) -> Vec<Output<T>>
+    where
+        K: Hash,
+        F: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let hash = move |item: &T| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            key(item).hash(&mut hasher);
+            hasher.finish()
+        };
+        self.split(output, parts, Policy::Partition(Arc::new(hash)))
     }
 
     /// Adds a pass-through node whose inputs are connected later with
@@ -444,6 +549,27 @@ impl TopologyBuilder {
                 return Err(BuildError::UnreadOutput { node: node.name.clone() });
             }
         }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let out: Vec<&EdgeEntry> = self.edges.iter().filter(|e| e.from == i).collect();
+            match node.split {
+                None => {
+                    if out.iter().any(|e| e.slot.is_some()) {
+                        return Err(BuildError::MixedFanOut { node: node.name.clone() });
+                    }
+                }
+                Some((_, parts)) => {
+                    if out.iter().any(|e| e.slot.is_none()) {
+                        return Err(BuildError::MixedFanOut { node: node.name.clone() });
+                    }
+                    for part in 0..parts {
+                        let readers = out.iter().filter(|e| e.slot == Some(part)).count();
+                        if readers != 1 {
+                            return Err(BuildError::SplitReaders { node: node.name.clone(), part, readers });
+                        }
+                    }
+                }
+            }
+        }
         if let Some(cycle) = self.find_cycle() {
             return Err(BuildError::Cycle { nodes: cycle.into_iter().map(|i| self.nodes[i].name.clone()).collect() });
         }
@@ -510,16 +636,31 @@ impl TopologyBuilder {
             nodes: self.nodes.iter().map(|n| GraphNode { name: n.name.clone(), kind: n.kind }).collect(),
             edges: Vec::with_capacity(self.edges.len()),
         };
-        let mut node_inputs: Vec<Vec<Arc<EdgeShared>>> = vec![Vec::new(); self.nodes.len()];
+        let mut node_inputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); self.nodes.len()];
+        let mut node_outputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); self.nodes.len()];
+        let mut out_degree = vec![0usize; self.nodes.len()];
+        for edge in &self.edges {
+            out_degree[edge.from] += 1;
+        }
         for edge in self.edges {
             let size =
                 EdgeSize { capacity: edge.capacity.unwrap_or(self.default_capacity), chunk_size: self.chunk_size };
             let shared = (edge.make)(size);
-            node_inputs[edge.to].push(shared);
-            graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity });
+            node_inputs[edge.to].push(EdgeRef { shared: shared.clone(), capacity: size.capacity });
+            node_outputs[edge.from].push(EdgeRef { shared, capacity: size.capacity });
+            let policy = match (self.nodes[edge.from].split, edge.slot) {
+                (Some((label, parts)), Some(slot)) => Some(format!("{label} {}/{parts}", slot + 1)),
+                _ if out_degree[edge.from] > 1 => Some("broadcast".to_owned()),
+                _ => None,
+            };
+            graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity, policy });
         }
-        let nodes =
-            self.nodes.into_iter().zip(node_inputs).map(|(entry, inputs)| (entry.name, entry.launch, inputs)).collect();
-        Ok(Topology::new(nodes, graph))
+        let nodes = self
+            .nodes
+            .into_iter()
+            .zip(node_inputs.into_iter().zip(node_outputs))
+            .map(|(entry, (inputs, outputs))| NodePlan { name: entry.name, launch: entry.launch, inputs, outputs })
+            .collect();
+        Ok(Topology::new(nodes, graph, self.progress))
     }
 }

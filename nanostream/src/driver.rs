@@ -5,14 +5,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
-use crate::edge::{InputSet, TryNext};
+use crate::edge::{Chunk, InputSet, TryNext};
 use crate::emitter::{Emitter, Port, SourceFlush};
 use crate::error::BoxError;
 use crate::node::{Context, Node, Now, Sink, Source};
@@ -33,7 +33,6 @@ pub(crate) struct NodeEnv {
     /// Cancelled as soon as any node fails: nodes that then see their input
     /// end must not mistake it for a normal end of stream.
     pub(crate) failed: CancellationToken,
-    pub(crate) stats: Arc<NodeStats>,
 }
 
 /// A node ready to be spawned once its edges exist.
@@ -66,13 +65,17 @@ where
 }
 
 fn make_port<T>(spec: crate::builder::PortSpec<T>, closed: CancellationToken, stats: Arc<NodeStats>) -> Port<T> {
-    Port::new(spec.edges, spec.cloner, spec.policy, closed, stats)
+    let mut edges = spec.edges;
+    // Parts of a split output are addressed by position.
+    edges.sort_by_key(|(slot, _)| *slot);
+    Port::new(edges.into_iter().map(|(_, edge)| edge).collect(), spec.cloner, spec.policy, closed, stats)
 }
 
 pub(crate) fn prepare_node<N: Node>(node: N, inputs: SharedInputs<N::In>, port: SharedPort<N::Out>) -> Prepared {
     Box::new(move |env: NodeEnv| {
         let input = InputSet::new(take_inputs(&inputs));
-        let out = Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.stats.clone()), None);
+        let out =
+            Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.ctx.stats().clone()), None);
         Box::pin(node_task(node, input, out, env))
     })
 }
@@ -147,13 +150,49 @@ where
     (Step::Done, items)
 }
 
+/// What woke a node that was waiting for input.
+enum Wake<T> {
+    Chunk(Chunk<T>),
+    Closed,
+    Timer,
+}
+
+/// Waits for the next chunk, or for the node's deadline if it has one.
+async fn next_or_timer<T>(input: &mut InputSet<T>, deadline: Option<Instant>) -> Wake<T> {
+    let next = async {
+        match input.next().await {
+            Some(chunk) => Wake::Chunk(chunk),
+            None => Wake::Closed,
+        }
+    };
+    match deadline {
+        None => next.await,
+        Some(deadline) => tokio::select! {
+            biased;
+            wake = next => wake,
+            () = tokio::time::sleep_until(deadline) => Wake::Timer,
+        },
+    }
+}
+
+fn due(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| d <= Instant::now())
+}
+
+/// Counts an error against the node before it is returned.
+fn failure<E: Into<BoxError>>(stats: &NodeStats, error: E) -> BoxError {
+    stats.add_error();
+    error.into()
+}
+
 async fn drive_node<N: Node>(
     node: &mut N,
     input: &mut InputSet<N::In>,
     out: &mut Emitter<N::Out>,
     env: &NodeEnv,
 ) -> Result<(), BoxError> {
-    node.setup(&env.ctx).await.map_err(Into::into)?;
+    let stats = env.ctx.stats();
+    node.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
     loop {
         let chunk = match input.try_next() {
             TryNext::Chunk(chunk) => chunk,
@@ -162,13 +201,18 @@ async fn drive_node<N: Node>(
                 // Nothing more is ready: send what we hold before waiting, so
                 // a lone item is never kept back waiting for a chunk to fill.
                 out.flush().await;
-                match input.next().await {
-                    Some(chunk) => chunk,
-                    None => break,
+                match next_or_timer(input, node.deadline()).await {
+                    Wake::Chunk(chunk) => chunk,
+                    Wake::Closed => break,
+                    Wake::Timer => {
+                        node.on_timer(out).await.map_err(|e| failure(stats, e))?;
+                        continue;
+                    }
                 }
             }
         };
-        env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
+        stats.add_received(chunk.items.len(), input.queued());
+        let started = Instant::now();
         out.begin_input(chunk.acks);
         let mut drained = chunk.items;
         let mut items = drained.drain(..);
@@ -184,7 +228,7 @@ async fn drive_node<N: Node>(
                         out.flush().await;
                         continue;
                     }
-                    Step::Fail(error) => return Err(error.into()),
+                    Step::Fail(error) => return Err(failure(stats, error)),
                     Step::Later(item) => item,
                 }
             };
@@ -198,7 +242,7 @@ async fn drive_node<N: Node>(
                 })
                 .await
             };
-            result.map_err(Into::into)?;
+            result.map_err(|e| failure(stats, e))?;
             if waited {
                 // The node waited on something (I/O, a timer): its outputs
                 // are no longer fresh, so do not hold them for a full chunk.
@@ -208,15 +252,19 @@ async fn drive_node<N: Node>(
         drop(items);
         out.recycle(drained);
         out.end_input();
+        stats.add_busy(started.elapsed());
         if out.is_closed() {
             // Every reader is gone (the pipeline is failing): stop reading.
             return Ok(());
+        }
+        if due(node.deadline()) {
+            node.on_timer(out).await.map_err(|e| failure(stats, e))?;
         }
     }
     if env.failed.is_cancelled() {
         return Ok(());
     }
-    node.finish(out).await.map_err(Into::into)?;
+    node.finish(out).await.map_err(|e| failure(stats, e))?;
     out.flush().await;
     Ok(())
 }
@@ -229,7 +277,7 @@ pub(crate) fn prepare_source<S: Source>(source: S, port: SharedPort<S::Out>) -> 
         } else {
             SourceFlush::WhenDownstreamIdle
         };
-        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.stats.clone()), Some(flush));
+        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.ctx.stats().clone()), Some(flush));
         Box::pin(source_task(source, out, closed, env))
     })
 }
@@ -279,20 +327,26 @@ async fn sink_task<K: Sink>(mut sink: K, mut input: InputSet<K::In>, env: NodeEn
 }
 
 async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &NodeEnv) -> Result<(), BoxError> {
-    sink.setup(&env.ctx).await.map_err(Into::into)?;
+    let stats = env.ctx.stats();
+    sink.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
     loop {
         let chunk = match input.try_next() {
             TryNext::Chunk(chunk) => chunk,
             TryNext::Closed => break,
             TryNext::Empty => {
-                sink.flush().await.map_err(Into::into)?;
-                match input.next().await {
-                    Some(chunk) => chunk,
-                    None => break,
+                sink.flush().await.map_err(|e| failure(stats, e))?;
+                match next_or_timer(input, sink.deadline()).await {
+                    Wake::Chunk(chunk) => chunk,
+                    Wake::Closed => break,
+                    Wake::Timer => {
+                        sink.on_timer().await.map_err(|e| failure(stats, e))?;
+                        continue;
+                    }
                 }
             }
         };
-        env.stats.received.fetch_add(chunk.items.len() as u64, Ordering::Relaxed);
+        stats.add_received(chunk.items.len(), input.queued());
+        let started = Instant::now();
         let mut items = chunk.items.into_iter();
         loop {
             let (step, rest) = consume_now(sink, items);
@@ -300,18 +354,22 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
             match step {
                 Step::Done => break,
                 Step::Full => unreachable!("a sink has no output buffer"),
-                Step::Fail(error) => return Err(error.into()),
-                Step::Later(item) => sink.consume(item).await.map_err(Into::into)?,
+                Step::Fail(error) => return Err(failure(stats, error)),
+                Step::Later(item) => sink.consume(item).await.map_err(|e| failure(stats, e))?,
             }
         }
         // The chunk's acknowledgements are released here: the sink has
         // consumed every item.
         drop(chunk.acks);
+        stats.add_busy(started.elapsed());
+        if due(sink.deadline()) {
+            sink.on_timer().await.map_err(|e| failure(stats, e))?;
+        }
     }
     if env.failed.is_cancelled() {
         return Ok(());
     }
-    sink.flush().await.map_err(Into::into)?;
-    sink.finish().await.map_err(Into::into)?;
+    sink.flush().await.map_err(|e| failure(stats, e))?;
+    sink.finish().await.map_err(|e| failure(stats, e))?;
     Ok(())
 }

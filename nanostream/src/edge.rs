@@ -78,11 +78,20 @@ pub(crate) struct EdgeSender<T> {
     pub(crate) chunk_limit: usize,
     /// A slot reservation is under way in `tx` (it returned `Pending`).
     pub(crate) reserving: bool,
+    /// The receiver is gone; nothing more is sent here.
+    pub(crate) closed: bool,
 }
 
 pub(crate) struct EdgeReceiver<T> {
     rx: mpsc::Receiver<Chunk<T>>,
     pub(crate) shared: Arc<EdgeShared>,
+}
+
+/// An edge as seen by reports: its counters and its capacity.
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeRef {
+    pub(crate) shared: Arc<EdgeShared>,
+    pub(crate) capacity: usize,
 }
 
 /// How an edge is sized.
@@ -111,6 +120,7 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
             shared: shared.clone(),
             chunk_limit: size.chunk_limit(),
             reserving: false,
+            closed: false,
         },
         EdgeReceiver { rx, shared },
     )
@@ -187,6 +197,11 @@ impl<T> InputSet<T> {
         let chunk = std::future::poll_fn(|cx| self.poll_next(cx)).await;
         self.set_idle(false);
         chunk
+    }
+
+    /// Items waiting on these edges right now.
+    pub(crate) fn queued(&self) -> usize {
+        self.edges.iter().map(|e| e.shared.queued.load(Ordering::Relaxed)).sum()
     }
 
     fn set_idle(&self, idle: bool) {

@@ -46,6 +46,9 @@ pub struct Emitter<T> {
     acks: AckSet,
     /// Acknowledgements of the input chunk the node is working through.
     current: AckSet,
+    /// Counts input chunks, so stateful operators can tell whether they
+    /// already hold the current chunk's acknowledgements.
+    input_seq: u64,
     /// An empty allocation to fill next, so a flush does not allocate.
     spare: Vec<T>,
     /// Flush once `buf` holds this many items.
@@ -58,13 +61,50 @@ pub struct Emitter<T> {
     port: Option<Port<T>>,
 }
 
+/// How an output spreads its items over its readers.
+pub(crate) enum Policy<T> {
+    /// Every reader gets every item.
+    Broadcast,
+    /// Whole chunks go to the readers in turn.
+    RoundRobin,
+    /// Each item goes to the reader `hash(key) % readers`.
+    Partition(Arc<dyn Fn(&T) -> u64 + Send + Sync>),
+}
+
+impl<T> Policy<T> {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Policy::Broadcast => "broadcast",
+            Policy::RoundRobin => "round-robin",
+            Policy::Partition(_) => "partition",
+        }
+    }
+}
+
+impl<T> Clone for Policy<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Policy::Broadcast => Policy::Broadcast,
+            Policy::RoundRobin => Policy::RoundRobin,
+            Policy::Partition(key) => Policy::Partition(key.clone()),
+        }
+    }
+}
+
 pub(crate) struct Port<T> {
     edges: Vec<EdgeSender<T>>,
     cloner: Option<ChunkCloner<T>>,
-    policy: Policy,
-    /// Edges that already hold a copy of the chunk being broadcast, so an
-    /// interrupted flush resumes without sending duplicates.
+    policy: Policy<T>,
+    /// Broadcast: edges that already hold a copy of the chunk being sent, so
+    /// an interrupted flush resumes without sending duplicates.
     sent_upto: usize,
+    /// Broadcast: how many buffered items the chunk being sent holds.
+    in_flight: usize,
+    /// Round robin: the edge that gets the next chunk.
+    next: usize,
+    /// Partition: the buffer split per edge, while it is being sent.
+    parts: Vec<Chunk<T>>,
+    open_edges: usize,
     closed: bool,
     closed_token: CancellationToken,
     stats: Arc<NodeStats>,
@@ -79,37 +119,98 @@ pub(crate) enum SourceFlush {
     Explicit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Policy {
-    Broadcast,
+enum Sent {
+    Done,
+    Pending,
+    Closed,
+}
+
+/// Sends one chunk on one edge if it has room; `make` builds the chunk only
+/// once room is certain.
+fn send_on<T: Send + 'static>(edge: &mut EdgeSender<T>, cx: &mut Context<'_>, make: impl FnOnce() -> Chunk<T>) -> Sent {
+    // Fast path: a slot is free. The edge has a single sender, so the slot
+    // cannot be taken before `try_send` below.
+    let fast = !edge.reserving && edge.tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
+    if !fast {
+        match edge.tx.poll_reserve(cx) {
+            Poll::Pending => {
+                edge.reserving = true;
+                return Sent::Pending;
+            }
+            Poll::Ready(Err(_closed)) => return Sent::Closed,
+            Poll::Ready(Ok(())) => edge.reserving = false,
+        }
+    }
+    let chunk = make();
+    let len = chunk.items.len();
+    edge.shared.queued.fetch_add(len, Ordering::Relaxed);
+    let sent = if fast {
+        edge.tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
+    } else {
+        edge.tx.send_item(chunk).is_ok()
+    };
+    if sent {
+        Sent::Done
+    } else {
+        edge.shared.queued.fetch_sub(len, Ordering::Relaxed);
+        Sent::Closed
+    }
 }
 
 impl<T> Port<T> {
     pub(crate) fn new(
         edges: Vec<EdgeSender<T>>,
         cloner: Option<ChunkCloner<T>>,
-        policy: Policy,
+        policy: Policy<T>,
         closed_token: CancellationToken,
         stats: Arc<NodeStats>,
     ) -> Self {
-        Self { edges, cloner, policy, sent_upto: 0, closed: false, closed_token, stats }
+        let open_edges = edges.len();
+        Self {
+            edges,
+            cloner,
+            policy,
+            sent_upto: 0,
+            in_flight: 0,
+            next: 0,
+            parts: Vec::new(),
+            open_edges,
+            closed: false,
+            closed_token,
+            stats,
+        }
     }
 
     fn downstream_idle(&self) -> bool {
-        self.edges.iter().any(|e| e.shared.receiver_idle.load(Ordering::Relaxed))
+        self.edges.iter().any(|e| !e.closed && e.shared.receiver_idle.load(Ordering::Relaxed))
     }
 
     fn chunk_limit(&self) -> usize {
         self.edges.iter().map(|e| e.chunk_limit).min().unwrap_or(usize::MAX)
     }
 
-    fn remove_edge(&mut self, index: usize) {
-        self.edges.remove(index);
-        if self.edges.is_empty() {
+    fn close_edge(&mut self, index: usize) {
+        let edge = &mut self.edges[index];
+        if !edge.closed {
+            edge.closed = true;
+            self.open_edges -= 1;
+        }
+        if self.open_edges == 0 {
             self.closed = true;
             self.closed_token.cancel();
         }
     }
+}
+
+/// Moves the first `n` buffered items out as a chunk, leaving a recycled or
+/// fresh allocation. Items emitted after an interrupted flush began stay for
+/// the next flush. A function over the fields, so the port stays borrowed.
+fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut AckSet, current: &AckSet, n: usize) -> Chunk<T> {
+    let mut next = if spare.capacity() > 0 { std::mem::take(spare) } else { Vec::with_capacity(n) };
+    if buf.len() > n {
+        next.extend(buf.drain(n..));
+    }
+    Chunk { items: std::mem::replace(buf, next), acks: with_current(std::mem::take(acks), current) }
 }
 
 fn with_current(acks: AckSet, current: &AckSet) -> AckSet {
@@ -120,13 +221,14 @@ fn with_current(acks: AckSet, current: &AckSet) -> AckSet {
     acks
 }
 
-impl<T: Send + 'static> Emitter<T> {
+impl<T> Emitter<T> {
     /// An emitter that only buffers, for running a node outside a topology.
     pub(crate) fn detached() -> Self {
         Self {
             buf: Vec::new(),
             acks: AckSet::default(),
             current: AckSet::default(),
+            input_seq: 0,
             spare: Vec::new(),
             limit: usize::MAX,
             eager: false,
@@ -141,6 +243,7 @@ impl<T: Send + 'static> Emitter<T> {
             buf: Vec::new(),
             acks: AckSet::default(),
             current: AckSet::default(),
+            input_seq: 0,
             spare: Vec::new(),
             limit,
             eager: source == Some(SourceFlush::WhenDownstreamIdle),
@@ -149,6 +252,73 @@ impl<T: Send + 'static> Emitter<T> {
         }
     }
 
+    /// Whether every node reading this output has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.port.as_ref().is_some_and(|p| p.closed)
+    }
+
+    /// Number of outputs buffered and not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Marks the start of an input chunk whose acknowledgements every output
+    /// emitted from now on owes.
+    pub(crate) fn begin_input(&mut self, acks: AckSet) {
+        self.current = acks;
+        self.input_seq += 1;
+    }
+
+    /// Marks the end of the current input chunk.
+    pub(crate) fn end_input(&mut self) {
+        if self.buf.is_empty() {
+            // Every output derived from the chunk has been sent with a copy of
+            // its acknowledgements (or there was none): release ours.
+            self.current.clear();
+        } else {
+            self.acks.append(&mut self.current);
+        }
+    }
+
+    /// The sequence number of the current input chunk.
+    pub(crate) fn input_seq(&self) -> u64 {
+        self.input_seq
+    }
+
+    /// A copy of the current input chunk's acknowledgements, for operators
+    /// that keep items in state beyond the chunk (windows, batches): they
+    /// hold the copy until what they emit from that state is sent.
+    pub(crate) fn current_acks(&self) -> AckSet {
+        self.current.clone()
+    }
+
+    /// Attaches acknowledgements held in state to the buffered outputs.
+    pub(crate) fn owe(&mut self, acks: &mut AckSet) {
+        self.acks.append(acks);
+    }
+
+    /// Keeps a drained input allocation to fill next, when the node's input
+    /// and output item types are the same: the memory was just read by this
+    /// task, so writing into it is cheaper than into a fresh allocation.
+    pub(crate) fn recycle<In: 'static>(&mut self, mut drained: Vec<In>)
+    where
+        T: 'static,
+    {
+        if self.spare.capacity() == 0
+            && let Some(same) = (&mut drained as &mut dyn std::any::Any).downcast_mut::<Vec<T>>()
+        {
+            same.clear();
+            self.spare = std::mem::take(same);
+        }
+    }
+
+    /// Takes what a detached emitter buffered.
+    pub(crate) fn drain_detached(&mut self) -> std::vec::Drain<'_, T> {
+        self.buf.drain(..)
+    }
+}
+
+impl<T: Send + 'static> Emitter<T> {
     /// Sends one output downstream.
     ///
     /// The item is buffered at once; the returned future waits only when the
@@ -226,119 +396,122 @@ impl<T: Send + 'static> Emitter<T> {
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(port) = &mut self.port else { return Poll::Ready(()) };
-        if self.buf.is_empty() || port.closed {
-            return Poll::Ready(());
-        }
-        let len = self.buf.len();
-        match port.policy {
-            Policy::Broadcast => {
-                // Edges before `sent_upto` already hold a copy of this chunk
-                // (from an earlier poll), so resuming never duplicates it.
-                while port.sent_upto < port.edges.len() {
-                    let index = port.sent_upto;
-                    let edge = &mut port.edges[index];
-                    // Fast path: a slot is free. The edge has a single sender,
-                    // so the slot cannot be taken before `try_send` below.
-                    let fast = !edge.reserving && edge.tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
-                    if !fast {
-                        match edge.tx.poll_reserve(cx) {
-                            Poll::Pending => {
-                                edge.reserving = true;
-                                return Poll::Pending;
-                            }
-                            Poll::Ready(Err(_closed)) => {
-                                port.remove_edge(index);
-                                continue;
-                            }
-                            Poll::Ready(Ok(())) => edge.reserving = false,
-                        }
-                    }
-                    let last = index + 1 == port.edges.len();
-                    let chunk = if last {
-                        let next = if self.spare.capacity() > 0 {
-                            std::mem::take(&mut self.spare)
-                        } else {
-                            Vec::with_capacity(len)
-                        };
-                        Chunk {
-                            items: std::mem::replace(&mut self.buf, next),
-                            acks: with_current(std::mem::take(&mut self.acks), &self.current),
-                        }
-                    } else {
-                        let Some(clone) = port.cloner else {
-                            unreachable_clone();
-                        };
-                        Chunk { items: clone(&self.buf), acks: with_current(self.acks.clone(), &self.current) }
-                    };
-                    let edge = &mut port.edges[index];
-                    edge.shared.queued.fetch_add(len, Ordering::Relaxed);
-                    let sent = if fast {
-                        edge.tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
-                    } else {
-                        edge.tx.send_item(chunk).is_ok()
-                    };
-                    if !sent {
-                        edge.shared.queued.fetch_sub(len, Ordering::Relaxed);
-                        port.remove_edge(index);
-                        continue;
-                    }
-                    port.sent_upto += 1;
-                }
-                port.sent_upto = 0;
-            }
-        }
         if port.closed {
             // Every reader is gone; what is left can never be delivered.
             self.buf.clear();
             self.acks.clear();
+            return Poll::Ready(());
+        }
+        let mut sent_items = 0;
+        match &port.policy {
+            Policy::Broadcast => {
+                if port.sent_upto == 0 {
+                    port.in_flight = self.buf.len();
+                }
+                let n = port.in_flight;
+                if n == 0 {
+                    return Poll::Ready(());
+                }
+                while port.sent_upto < port.edges.len() {
+                    let index = port.sent_upto;
+                    if !port.edges[index].closed {
+                        let last = port.edges[index + 1..].iter().all(|e| e.closed);
+                        let sent = if last {
+                            send_on(&mut port.edges[index], cx, || {
+                                take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, n)
+                            })
+                        } else {
+                            let Some(clone) = port.cloner else { unreachable_clone() };
+                            let (buf, acks, current) = (&self.buf, &self.acks, &self.current);
+                            send_on(&mut port.edges[index], cx, || Chunk {
+                                items: clone(&buf[..n]),
+                                acks: with_current(acks.clone(), current),
+                            })
+                        };
+                        match sent {
+                            Sent::Pending => return Poll::Pending,
+                            Sent::Closed => port.close_edge(index),
+                            Sent::Done => {}
+                        }
+                    }
+                    port.sent_upto += 1;
+                }
+                port.sent_upto = 0;
+                sent_items = n;
+            }
+            Policy::RoundRobin => {
+                let n = self.buf.len();
+                if n == 0 {
+                    return Poll::Ready(());
+                }
+                while !port.closed {
+                    let index = port.next % port.edges.len();
+                    if port.edges[index].closed {
+                        port.next += 1;
+                        continue;
+                    }
+                    match send_on(&mut port.edges[index], cx, || {
+                        take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, n)
+                    }) {
+                        Sent::Pending => return Poll::Pending,
+                        Sent::Closed => port.close_edge(index),
+                        Sent::Done => {
+                            port.next += 1;
+                            sent_items = n;
+                            break;
+                        }
+                    }
+                }
+            }
+            Policy::Partition(key) => {
+                if port.parts.is_empty() {
+                    let len = self.buf.len();
+                    if len == 0 {
+                        return Poll::Ready(());
+                    }
+                    // Split once and keep the parts in the port, so an
+                    // interrupted flush resumes where it stopped.
+                    let n = port.edges.len();
+                    let Chunk { items, acks } =
+                        take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, len);
+                    let mut parts: Vec<Chunk<T>> = (0..n)
+                        .map(|_| Chunk { items: Vec::with_capacity(len / n + 1), acks: AckSet::default() })
+                        .collect();
+                    for item in items {
+                        let slot = (key(&item) % n as u64) as usize;
+                        parts[slot].items.push(item);
+                    }
+                    for part in &mut parts {
+                        if !part.items.is_empty() {
+                            part.acks.extend_from(&acks);
+                        }
+                    }
+                    port.parts = parts;
+                }
+                for index in 0..port.parts.len() {
+                    if port.parts[index].items.is_empty() || port.edges[index].closed {
+                        continue;
+                    }
+                    let part = &mut port.parts[index];
+                    let part_len = part.items.len();
+                    let empty = || Chunk { items: Vec::new(), acks: AckSet::default() };
+                    match send_on(&mut port.edges[index], cx, || std::mem::replace(part, empty())) {
+                        Sent::Pending => return Poll::Pending,
+                        Sent::Closed => port.close_edge(index),
+                        Sent::Done => sent_items += part_len,
+                    }
+                }
+                port.parts.clear();
+            }
+        }
+        if port.closed {
+            self.buf.clear();
+            self.acks.clear();
+            port.parts.clear();
         } else {
-            port.stats.sent.fetch_add(len as u64, Ordering::Relaxed);
+            port.stats.add_sent(sent_items);
         }
         Poll::Ready(())
-    }
-
-    /// Whether every node reading this output has stopped.
-    pub fn is_closed(&self) -> bool {
-        self.port.as_ref().is_some_and(|p| p.closed)
-    }
-
-    /// Number of outputs buffered and not yet sent.
-    pub fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Keeps a drained input allocation to fill next, when the node's input
-    /// and output item types are the same: the memory was just read by this
-    /// task, so writing into it is cheaper than into a fresh allocation.
-    pub(crate) fn recycle<In: 'static>(&mut self, mut drained: Vec<In>) {
-        if self.spare.capacity() == 0
-            && let Some(same) = (&mut drained as &mut dyn std::any::Any).downcast_mut::<Vec<T>>()
-        {
-            same.clear();
-            self.spare = std::mem::take(same);
-        }
-    }
-
-    /// Marks the start of an input chunk whose acknowledgements every output
-    /// emitted from now on owes.
-    pub(crate) fn begin_input(&mut self, acks: AckSet) {
-        self.current = acks;
-    }
-
-    /// Marks the end of the current input chunk.
-    pub(crate) fn end_input(&mut self) {
-        if self.buf.is_empty() {
-            // Every output derived from the chunk has been sent with a copy of
-            // its acknowledgements (or there was none): release ours.
-            self.current.clear();
-        } else {
-            self.acks.append(&mut self.current);
-        }
-    }
-
-    /// Takes what a detached emitter buffered.
-    pub(crate) fn drain_detached(&mut self) -> std::vec::Drain<'_, T> {
-        self.buf.drain(..)
     }
 }
 

@@ -134,6 +134,23 @@ pub enum BuildError {
         /// The node whose output nobody reads.
         node: String,
     },
+    /// A split output (round robin or partition) must have exactly one
+    /// reader per part.
+    #[error("part {part} of the split output of node `{node}` has {readers} readers; each part needs exactly one")]
+    SplitReaders {
+        /// The node whose output was split.
+        node: String,
+        /// The part, counted from 0.
+        part: usize,
+        /// How many nodes read it.
+        readers: usize,
+    },
+    /// An output was both split and read whole.
+    #[error("the output of node `{node}` is split, so it cannot also be read whole")]
+    MixedFanOut {
+        /// The node whose output was split.
+        node: String,
+    },
     /// An output handle of another builder was used.
     #[error("node `{node}` reads an output that belongs to another topology builder")]
     ForeignOutput {

@@ -83,6 +83,7 @@ pub mod error;
 mod graph;
 mod node;
 mod ops;
+mod report;
 mod sinks;
 mod sources;
 mod stats;
@@ -94,6 +95,7 @@ pub use emitter::Emitter;
 pub use error::{BoxError, BuildError, Error};
 pub use node::{Context, Node, Now, Sink, Source};
 pub use ops::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
+pub use report::NodeSnapshot;
 pub use sinks::{
     Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
 };

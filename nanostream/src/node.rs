@@ -1,10 +1,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::emitter::Emitter;
 use crate::error::BoxError;
+use crate::stats::NodeStats;
 
 /// A processing step: reads items of type `In`, emits items of type `Out`.
 ///
@@ -102,6 +104,22 @@ pub trait Node: Send + 'static {
         Now::Later(item)
     }
 
+    /// When the node next wants [`on_timer`](Node::on_timer) to run, if
+    /// ever.
+    ///
+    /// The runtime asks after every input chunk and before it waits for
+    /// input, so a timer fires on time even when no input arrives (a window
+    /// closing, a partial batch going out). Uses Tokio's clock, so paused
+    /// time in tests drives it.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs once [`deadline`](Node::deadline) has passed; may emit.
+    fn on_timer(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = out;
+        async { Ok(()) }
+    }
     /// Called once after the last item, when every upstream node has
     /// finished; may still emit. Not called when the pipeline is failing.
     fn finish(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -264,6 +282,17 @@ pub trait Sink: Send + 'static {
         async { Ok(()) }
     }
 
+    /// When the sink next wants [`on_timer`](Sink::on_timer) to run; see
+    /// [`Node::deadline`].
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Runs once [`deadline`](Sink::deadline) has passed.
+    fn on_timer(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Called once after the last item. Not called when the pipeline is
     /// failing.
     fn finish(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
@@ -290,16 +319,27 @@ pub enum Now<In, Out, E> {
 pub struct Context {
     name: Arc<str>,
     shutdown: CancellationToken,
+    stats: Arc<NodeStats>,
 }
 
 impl Context {
-    pub(crate) fn new(name: Arc<str>, shutdown: CancellationToken) -> Self {
-        Self { name, shutdown }
+    pub(crate) fn new(name: Arc<str>, shutdown: CancellationToken, stats: Arc<NodeStats>) -> Self {
+        Self { name, shutdown, stats }
     }
 
     /// A context for a node running outside a topology.
     pub(crate) fn detached(name: &str) -> Self {
-        Self::new(name.into(), CancellationToken::new())
+        Self::new(name.into(), CancellationToken::new(), Arc::new(NodeStats::detached()))
+    }
+
+    /// Counts an error the node handled itself (skipped or retried), in the
+    /// node's error metric.
+    pub fn record_error(&self) {
+        self.stats.add_error();
+    }
+
+    pub(crate) fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
     }
 
     /// The node's name in its topology.

@@ -1,8 +1,90 @@
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters one node updates once per chunk.
-#[derive(Debug, Default)]
+use metrics::{Counter, Gauge};
+
+/// Counters one node updates once per chunk, mirrored to the `metrics`
+/// facade so that any exporter (Prometheus, StatsD, ...) sees them.
+#[derive(Debug)]
 pub(crate) struct NodeStats {
     pub(crate) received: AtomicU64,
     pub(crate) sent: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
+    handles: Handles,
+}
+
+#[derive(Debug)]
+struct Handles {
+    received: Counter,
+    sent: Counter,
+    errors: Counter,
+    busy_us: Counter,
+    queued: Gauge,
+}
+
+/// Metric names, all labelled with `node`.
+pub(crate) const RECEIVED: &str = "nanostream_node_received_items_total";
+pub(crate) const SENT: &str = "nanostream_node_sent_items_total";
+pub(crate) const ERRORS: &str = "nanostream_node_errors_total";
+pub(crate) const BUSY: &str = "nanostream_node_busy_microseconds_total";
+pub(crate) const QUEUED: &str = "nanostream_node_queued_items";
+
+impl NodeStats {
+    pub(crate) fn new(node: &str) -> Self {
+        let label = || ("node", node.to_owned());
+        Self::with(Handles {
+            received: metrics::counter!(RECEIVED, &[label()]),
+            sent: metrics::counter!(SENT, &[label()]),
+            errors: metrics::counter!(ERRORS, &[label()]),
+            busy_us: metrics::counter!(BUSY, &[label()]),
+            queued: metrics::gauge!(QUEUED, &[label()]),
+        })
+    }
+
+    /// Statistics that go nowhere, for nodes running outside a topology.
+    pub(crate) fn detached() -> Self {
+        Self::with(Handles {
+            received: Counter::noop(),
+            sent: Counter::noop(),
+            errors: Counter::noop(),
+            busy_us: Counter::noop(),
+            queued: Gauge::noop(),
+        })
+    }
+
+    fn with(handles: Handles) -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            handles,
+        }
+    }
+
+    pub(crate) fn add_received(&self, items: usize, queued_after: usize) {
+        self.received.fetch_add(items as u64, Ordering::Relaxed);
+        self.handles.received.increment(items as u64);
+        self.handles.queued.set(queued_after as f64);
+    }
+
+    pub(crate) fn add_sent(&self, items: usize) {
+        self.sent.fetch_add(items as u64, Ordering::Relaxed);
+        self.handles.sent.increment(items as u64);
+    }
+
+    pub(crate) fn add_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.handles.errors.increment(1);
+    }
+
+    pub(crate) fn add_busy(&self, busy: std::time::Duration) {
+        let ns = busy.as_nanos() as u64;
+        let before = self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        // Report whole microseconds as they accumulate.
+        let us = (before + ns) / 1_000 - before / 1_000;
+        if us > 0 {
+            self.handles.busy_us.increment(us);
+        }
+    }
 }

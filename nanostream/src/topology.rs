@@ -11,9 +11,10 @@ use tracing::Instrument;
 
 use crate::builder::TopologyBuilder;
 use crate::driver::{NodeEnv, NodeFailure, NodeResult, Prepared, panic_message};
-use crate::edge::EdgeShared;
+use crate::edge::EdgeRef;
 use crate::error::{AbandonedNode, AbandonedReport, Error};
 use crate::node::Context;
+use crate::report::{NodeInfo, NodeSnapshot};
 use crate::stats::NodeStats;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,16 @@ pub(crate) struct GraphEdge {
     pub(crate) from: usize,
     pub(crate) to: usize,
     pub(crate) capacity: usize,
+    /// How the sending node spreads items, when it has several readers.
+    pub(crate) policy: Option<String>,
 }
 
 impl GraphEdge {
     pub(crate) fn label(&self) -> String {
-        format!("capacity {}", self.capacity)
+        match &self.policy {
+            Some(policy) => format!("{policy}, capacity {}", self.capacity),
+            None => format!("capacity {}", self.capacity),
+        }
     }
 }
 
@@ -56,19 +62,23 @@ pub(crate) struct Graph {
 /// or [`start`](Topology::start) it in the background and keep the
 /// [`TopologyHandle`] to shut it down.
 pub struct Topology {
-    nodes: Vec<(String, Prepared, Vec<Arc<EdgeShared>>)>,
+    nodes: Vec<NodePlan>,
     graph: Graph,
+    progress: Option<Duration>,
+}
+
+/// A node ready to start, with the edges reports look at.
+pub(crate) struct NodePlan {
+    pub(crate) name: String,
+    pub(crate) launch: Prepared,
+    pub(crate) inputs: Vec<EdgeRef>,
+    pub(crate) outputs: Vec<EdgeRef>,
 }
 
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topology").field("graph", &self.graph).finish()
     }
-}
-
-struct NodeInfo {
-    name: Arc<str>,
-    inputs: Vec<Arc<EdgeShared>>,
 }
 
 #[derive(Default)]
@@ -83,8 +93,8 @@ impl Topology {
         TopologyBuilder::new()
     }
 
-    pub(crate) fn new(nodes: Vec<(String, Prepared, Vec<Arc<EdgeShared>>)>, graph: Graph) -> Self {
-        Self { nodes, graph }
+    pub(crate) fn new(nodes: Vec<NodePlan>, graph: Graph, progress: Option<Duration>) -> Self {
+        Self { nodes, graph, progress }
     }
 
     /// Runs the pipeline until every source has finished and every item has
@@ -146,20 +156,23 @@ impl Topology {
         let mut set = JoinSet::new();
         let mut ids = HashMap::with_capacity(self.nodes.len());
         let mut infos = Vec::with_capacity(self.nodes.len());
-        for (index, (name, launch, inputs)) in self.nodes.into_iter().enumerate() {
-            let name: Arc<str> = name.into();
-            let env = NodeEnv {
-                ctx: Context::new(name.clone(), shutdown.clone()),
-                failed: failed.clone(),
-                stats: Arc::new(NodeStats::default()),
-            };
+        for (index, plan) in self.nodes.into_iter().enumerate() {
+            let name: Arc<str> = plan.name.into();
+            let stats = Arc::new(NodeStats::new(&name));
+            let env =
+                NodeEnv { ctx: Context::new(name.clone(), shutdown.clone(), stats.clone()), failed: failed.clone() };
             let span = tracing::info_span!("node", name = %name);
-            let task = spawn_named(&mut set, &name, launch(env).instrument(span));
+            let task = spawn_named(&mut set, &name, (plan.launch)(env).instrument(span));
             ids.insert(task.id(), index);
-            infos.push(NodeInfo { name, inputs });
+            infos.push(NodeInfo { name, inputs: plan.inputs, outputs: plan.outputs, stats });
         }
-        let supervisor = tokio::spawn(supervise(set, ids, infos, failed, abort.clone()));
-        TopologyHandle { shutdown, abort, supervisor }
+        let nodes: Arc<[NodeInfo]> = infos.into();
+        let done = CancellationToken::new();
+        if let Some(every) = self.progress {
+            tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()));
+        }
+        let supervisor = tokio::spawn(supervise(set, ids, nodes.clone(), failed, abort.clone(), done));
+        TopologyHandle { shutdown, abort, supervisor, nodes }
     }
 }
 
@@ -222,7 +235,7 @@ fn abandoned(nodes: &[NodeInfo], running: &[bool]) -> AbandonedReport {
             .filter(|(_, running)| **running)
             .map(|(node, _)| AbandonedNode {
                 name: node.name.to_string(),
-                queued_items: node.inputs.iter().map(|e| e.queued.load(Ordering::Relaxed)).sum(),
+                queued_items: node.inputs.iter().map(|e| e.shared.queued.load(Ordering::Relaxed)).sum(),
             })
             .collect(),
     }
@@ -231,10 +244,13 @@ fn abandoned(nodes: &[NodeInfo], running: &[bool]) -> AbandonedReport {
 async fn supervise(
     mut set: JoinSet<NodeResult>,
     ids: HashMap<tokio::task::Id, usize>,
-    nodes: Vec<NodeInfo>,
+    nodes: Arc<[NodeInfo]>,
     failed: CancellationToken,
     abort: CancellationToken,
+    done: CancellationToken,
 ) -> Outcome {
+    // Stops the progress reporter however this function ends.
+    let _done = done.drop_guard();
     let mut running = vec![true; nodes.len()];
     let mut outcome = Outcome::default();
     loop {
@@ -286,6 +302,7 @@ pub struct TopologyHandle {
     shutdown: CancellationToken,
     abort: CancellationToken,
     supervisor: JoinHandle<Outcome>,
+    nodes: Arc<[NodeInfo]>,
 }
 
 impl std::fmt::Debug for Outcome {
@@ -320,6 +337,38 @@ impl TopologyHandle {
     /// Await [`join`](TopologyHandle::join) to wait for the end.
     pub fn request_shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// The counters of every node right now, in the order the nodes were
+    /// added: items received and sent, errors, queue depth and busy time.
+    ///
+    /// The same numbers go to the [`metrics`](https://docs.rs/metrics)
+    /// facade as they change (`nanostream_node_received_items_total`,
+    /// `nanostream_node_sent_items_total`, `nanostream_node_errors_total`,
+    /// `nanostream_node_busy_microseconds_total`,
+    /// `nanostream_node_queued_items`, each labelled `node`), so installing
+    /// any `metrics` exporter before starting the pipeline publishes them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let n = g.source("numbers", from_iter(0..10u32));
+    /// let (sum, _total) = fold(0, |a, x: u32| a + x);
+    /// g.sink("sum", sum, n);
+    /// let running = g.build()?.start();
+    /// let snapshot = running.snapshot();
+    /// assert_eq!(snapshot[1].name, "sum");
+    /// running.join().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> Vec<NodeSnapshot> {
+        crate::report::snapshot(&self.nodes)
     }
 
     /// Whether every node has finished.
