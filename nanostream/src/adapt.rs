@@ -7,6 +7,7 @@ use futures::{Stream, StreamExt};
 
 use crate::emitter::Emitter;
 use crate::node::{Context, Node, Sink};
+use crate::policy::{Retry, SkipErrors, WithRetry};
 
 enum Phase {
     Setup,
@@ -97,6 +98,67 @@ pub trait NodeExt: Node + Sized {
             }
         })
     }
+
+    /// Skips the items this node fails on (an error or a panic): each is
+    /// counted in the node's error metric and logged with the node's name,
+    /// and processing goes on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// #[node]
+    /// async fn parse(line: String) -> Result<u32, std::num::ParseIntError> {
+    ///     line.parse()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let lines = g.source("lines", from_iter(["1", "x", "3"].map(String::from)));
+    /// let nums = g.node("parse", parse().skip_errors(), lines);
+    /// let (sum, total) = fold(0, |a, x: u32| a + x);
+    /// g.sink("sum", sum, nums);
+    /// let running = g.build()?.start();
+    /// running.join().await?;
+    /// assert_eq!(total.await, Some(4));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn skip_errors(self) -> SkipErrors<Self> {
+        SkipErrors::new(self)
+    }
+
+    /// Retries an item the node fails on, with exponential backoff, as
+    /// `policy` says; an item that still fails after the last attempt fails
+    /// the node (combine with [`skip_errors`](NodeExt::skip_errors) to skip
+    /// it instead). Every failed attempt counts in the node's error metric.
+    ///
+    /// Outputs a failed attempt emitted before failing are not taken back,
+    /// so a retried node should emit only once it has succeeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::{Retry, prelude::*};
+    /// use std::time::Duration;
+    ///
+    /// #[node]
+    /// async fn lookup(id: u32) -> Result<String, std::io::Error> {
+    ///     // a call to a flaky service
+    ///     Ok(format!("user-{id}"))
+    /// }
+    ///
+    /// let node = lookup().retry(Retry::attempts(3).backoff(Duration::from_millis(50)));
+    /// # let _ = node;
+    /// ```
+    fn retry(self, policy: Retry) -> WithRetry<Self>
+    where
+        Self::In: Clone,
+    {
+        WithRetry::new(self, policy)
+    }
 }
 
 impl<N: Node> NodeExt for N {}
@@ -135,6 +197,19 @@ pub trait SinkExt: Sink + Sized {
             self.flush().await?;
             self.finish().await
         }
+    }
+
+    /// Skips the items this sink fails on; see [`NodeExt::skip_errors`].
+    fn skip_errors(self) -> SkipErrors<Self> {
+        SkipErrors::new(self)
+    }
+
+    /// Retries an item this sink fails on; see [`NodeExt::retry`].
+    fn retry(self, policy: Retry) -> WithRetry<Self>
+    where
+        Self::In: Clone,
+    {
+        WithRetry::new(self, policy)
     }
 }
 

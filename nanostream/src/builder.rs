@@ -8,6 +8,7 @@ use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, Ed
 use crate::emitter::Policy;
 use crate::error::BuildError;
 use crate::node::{Node, Sink, Source};
+use crate::policy::DeadLetter;
 use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, NodePlan, Topology};
 use std::hash::{Hash, Hasher};
 
@@ -82,6 +83,10 @@ impl<T> std::fmt::Debug for Output<T> {
         f.debug_struct("Output").field("node", &self.node).field("item", &std::any::type_name::<T>()).finish()
     }
 }
+
+/// The output of [`TopologyBuilder::node_with_dead_letters`] that carries
+/// node `N`'s dead letters.
+pub type DeadLetterOutput<N> = Output<DeadLetter<<N as Node>::In, <N as Node>::Error>>;
 
 /// One edge to be created, as named by an [`Inputs`] value.
 #[doc(hidden)]
@@ -264,6 +269,9 @@ pub struct TopologyBuilder {
     default_capacity: usize,
     chunk_size: usize,
     progress: Option<std::time::Duration>,
+    /// Links that are not edges (a node and its dead-letter source), shown
+    /// in graph exports only.
+    side_edges: Vec<(usize, usize, &'static str)>,
     errors: Vec<BuildError>,
 }
 
@@ -294,6 +302,7 @@ impl TopologyBuilder {
             default_capacity: DEFAULT_CAPACITY,
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: None,
+            side_edges: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -465,6 +474,171 @@ impl TopologyBuilder {
             hasher.finish()
         };
         self.split(output, parts, Policy::Partition(Arc::new(hash)))
+    }
+
+    /// Adds `workers` copies of a stateless node, each its own task, that
+    /// share the items of `inputs`; their outputs merge into the returned
+    /// output in no particular order.
+    ///
+    /// `make` builds each copy. The copies are named `name[0]`,
+    /// `name[1]`, ...; a splitter `name.split` deals them whole chunks in turn
+    /// and `name` merges their outputs. Use it when one node is the
+    /// bottleneck and its work can be spread over cores; for outputs in input
+    /// order, see [`parallel_ordered`](TopologyBuilder::parallel_ordered).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// #[node]
+    /// async fn expensive(x: u64) -> u64 {
+    ///     (0..1_000).fold(x, |acc, i| acc.wrapping_mul(31).wrapping_add(i))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let nums = g.source("numbers", from_iter(0..10_000u64));
+    /// let hashed = g.parallel("expensive", 4, expensive, nums);
+    /// let (sink, counter) = count();
+    /// g.sink("count", sink, hashed);
+    /// g.build()?.run().await?;
+    /// assert_eq!(counter.get(), 10_000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn parallel<N, F>(
+        &mut self,
+        name: impl Into<String>,
+        workers: usize,
+        mut make: F,
+        inputs: impl Inputs<N::In>,
+    ) -> Output<N::Out>
+    where
+        N: Node,
+        F: FnMut() -> N,
+    {
+        let name = name.into();
+        if workers == 0 {
+            self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
+        }
+        let split = self.node(format!("{name}.split"), crate::ops::Identity(PhantomData), inputs);
+        let parts = self.round_robin(split, workers);
+        let outs: Vec<Output<N::Out>> =
+            parts.into_iter().enumerate().map(|(i, part)| self.node(format!("{name}[{i}]"), make(), part)).collect();
+        self.node(name, crate::ops::Identity(PhantomData), outs)
+    }
+
+    /// Like [`parallel`](TopologyBuilder::parallel), but the outputs come out
+    /// in the order of the inputs that produced them.
+    ///
+    /// Items are numbered by `name.split` and put back in order by `name`,
+    /// which holds early results until the ones before them arrive (memory
+    /// stays bounded by the edges between them). Outputs of the workers'
+    /// timers and final hooks come after all the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let nums = g.source("numbers", from_iter(0..10_000u64));
+    /// let squares = g.parallel_ordered("square", 3, || map(|x: u64| x * x), nums);
+    /// let (sink, out) = into_stream(64);
+    /// g.sink("out", sink, squares);
+    /// let running = g.build()?.start();
+    /// use futures::StreamExt;
+    /// let squares: Vec<u64> = out.collect().await;
+    /// running.join().await?;
+    /// assert!(squares.iter().copied().eq((0..10_000u64).map(|x| x * x)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn parallel_ordered<N, F>(
+        &mut self,
+        name: impl Into<String>,
+        workers: usize,
+        mut make: F,
+        inputs: impl Inputs<N::In>,
+    ) -> Output<N::Out>
+    where
+        N: Node,
+        F: FnMut() -> N,
+    {
+        use crate::parallel::{Reorder, Sequenced, Sequencer};
+        let name = name.into();
+        if workers == 0 {
+            self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
+        }
+        let numbered = self.node(format!("{name}.split"), Sequencer::new(), inputs);
+        let parts = self.round_robin(numbered, workers);
+        let outs: Vec<_> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| self.node(format!("{name}[{i}]"), Sequenced::new(make()), part))
+            .collect();
+        self.node(name, Reorder::new(), outs)
+    }
+
+    /// Adds a node whose failures do not stop the pipeline: each input the
+    /// node fails on (error or panic) becomes a [`DeadLetter`] carrying the
+    /// input and the failure, on the second returned output.
+    ///
+    /// The dead letters come out of a source named `name.dead_letters`,
+    /// which must be read like any output (typically by a sink that stores
+    /// them). The node keeps a copy of every input while processing it, hence
+    /// `N::In: Clone`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// #[node]
+    /// async fn parse(line: String) -> Result<u32, std::num::ParseIntError> {
+    ///     line.trim().parse()
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let lines = g.source("lines", from_iter(["1", "two", "3"].map(String::from)));
+    /// let (numbers, rejected) = g.node_with_dead_letters("parse", parse(), lines);
+    /// let (sum, total) = fold(0, |a, x: u32| a + x);
+    /// g.sink("sum", sum, numbers);
+    /// let (store, dead) = into_stream(16);
+    /// g.sink("rejected", store, rejected);
+    /// g.build()?.run().await?;
+    ///
+    /// assert_eq!(total.await, Some(4));
+    /// use futures::StreamExt;
+    /// let dead: Vec<_> = dead.collect().await;
+    /// assert_eq!(dead[0].input, "two");
+    /// assert_eq!(dead[0].failure.to_string(), "invalid digit found in string");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn node_with_dead_letters<N>(
+        &mut self,
+        name: impl Into<String>,
+        node: N,
+        inputs: impl Inputs<N::In>,
+    ) -> (Output<N::Out>, DeadLetterOutput<N>)
+    where
+        N: Node,
+        N::In: Clone,
+    {
+        let name = name.into();
+        let capacity = self.default_capacity.clamp(1, 1024);
+        let (node, letters) = crate::policy::dead_lettering(node, capacity);
+        let out = self.node(name.clone(), node, inputs);
+        let dead = self.source(format!("{name}.dead_letters"), letters);
+        self.side_edges.push((out.node, dead.node, "dead letters"));
+        (out, dead)
     }
 
     /// Adds a pass-through node whose inputs are connected later with
@@ -654,6 +828,9 @@ impl TopologyBuilder {
                 _ => None,
             };
             graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity, policy });
+        }
+        for &(from, to, label) in &self.side_edges {
+            graph.edges.push(GraphEdge { from, to, capacity: 0, policy: Some(label.to_owned()) });
         }
         let nodes = self
             .nodes

@@ -206,6 +206,7 @@ async fn drive_node<N: Node>(
                     Wake::Closed => break,
                     Wake::Timer => {
                         node.on_timer(out).await.map_err(|e| failure(stats, e))?;
+                        out.end_input();
                         continue;
                     }
                 }
@@ -259,12 +260,14 @@ async fn drive_node<N: Node>(
         }
         if due(node.deadline()) {
             node.on_timer(out).await.map_err(|e| failure(stats, e))?;
+            out.end_input();
         }
     }
     if env.failed.is_cancelled() {
         return Ok(());
     }
     node.finish(out).await.map_err(|e| failure(stats, e))?;
+    out.end_input();
     out.flush().await;
     Ok(())
 }

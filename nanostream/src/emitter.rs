@@ -61,6 +61,13 @@ pub struct Emitter<T> {
     port: Option<Port<T>>,
 }
 
+/// Acknowledgements an operator holds for items kept in its state.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    acks: AckSet,
+    seq: u64,
+}
+
 /// How an output spreads its items over its readers.
 pub(crate) enum Policy<T> {
     /// Every reader gets every item.
@@ -280,21 +287,34 @@ impl<T> Emitter<T> {
         }
     }
 
-    /// The sequence number of the current input chunk.
-    pub(crate) fn input_seq(&self) -> u64 {
-        self.input_seq
-    }
-
-    /// A copy of the current input chunk's acknowledgements, for operators
-    /// that keep items in state beyond the chunk (windows, batches): they
-    /// hold the copy until what they emit from that state is sent.
+    /// A copy of the current input chunk's acknowledgements.
     pub(crate) fn current_acks(&self) -> AckSet {
         self.current.clone()
     }
 
-    /// Attaches acknowledgements held in state to the buffered outputs.
+    /// Attaches acknowledgements to the buffered outputs.
     pub(crate) fn owe(&mut self, acks: &mut AckSet) {
         self.acks.append(acks);
+    }
+
+    /// Adds the current input chunk's acknowledgements to what an operator
+    /// holds in state (once per chunk), for operators that keep items beyond
+    /// the chunk: windows, batches, keyed folds.
+    pub(crate) fn hold(&self, held: &mut Held) {
+        if held.seq != self.input_seq {
+            held.seq = self.input_seq;
+            if !self.current.is_empty() {
+                held.acks.extend_from(&self.current);
+            }
+        }
+    }
+
+    /// Makes everything emitted from now until the end of the current input
+    /// (or timer, or final hook) owe what `held` holds: every chunk sent
+    /// meanwhile carries a copy.
+    pub(crate) fn adopt(&mut self, held: &mut Held) {
+        self.current.append(&mut held.acks);
+        held.seq = 0;
     }
 
     /// Keeps a drained input allocation to fill next, when the node's input

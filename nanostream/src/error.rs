@@ -151,6 +151,12 @@ pub enum BuildError {
         /// The node whose output was split.
         node: String,
     },
+    /// A parallel node was given zero workers.
+    #[error("parallel node `{node}` needs at least one worker")]
+    ZeroWorkers {
+        /// The parallel node.
+        node: String,
+    },
     /// An output handle of another builder was used.
     #[error("node `{node}` reads an output that belongs to another topology builder")]
     ForeignOutput {

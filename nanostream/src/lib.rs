@@ -82,19 +82,30 @@ mod emitter;
 pub mod error;
 mod graph;
 mod node;
+mod operators;
 mod ops;
+mod parallel;
+pub mod policy;
 mod report;
 mod sinks;
 mod sources;
 mod stats;
+pub mod testing;
 mod topology;
 
 pub use adapt::{NodeExt, SinkExt};
-pub use builder::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity};
+pub use builder::{
+    DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity,
+};
 pub use emitter::Emitter;
 pub use error::{BoxError, BuildError, Error};
 pub use node::{Context, Node, Now, Sink, Source};
+pub use operators::{
+    Batch, Count, Counter, FoldByKey, Inspect, ScanByKey, Throttle, Window, Windowed, batch, count, fold_by_key,
+    inspect, scan_by_key, sliding, throttle, tumbling,
+};
 pub use ops::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
+pub use policy::{DeadLetter, Failure, Retry, SkipErrors, WithRetry};
 pub use report::NodeSnapshot;
 pub use sinks::{
     Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
@@ -197,8 +208,9 @@ pub use nanostream_macros::node;
 /// The names most pipelines need: `use nanostream::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, Source, Topology, TopologyBuilder, filter, filter_map,
-        flat_map, fold, for_each, from_channel, from_iter, from_stream, into_sink, into_stream, map, node, then,
+        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, SinkExt, Source, Topology, TopologyBuilder, batch,
+        count, filter, filter_map, flat_map, fold, fold_by_key, for_each, from_channel, from_iter, from_stream,
+        inspect, into_sink, into_stream, map, node, scan_by_key, sliding, then, throttle, tumbling,
     };
 }
 

@@ -43,6 +43,7 @@ pub(crate) struct GraphEdge {
 impl GraphEdge {
     pub(crate) fn label(&self) -> String {
         match &self.policy {
+            Some(policy) if self.capacity == 0 => policy.clone(),
             Some(policy) => format!("{policy}, capacity {}", self.capacity),
             None => format!("capacity {}", self.capacity),
         }
