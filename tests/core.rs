@@ -211,6 +211,32 @@ async fn a_lone_item_is_not_held_back_waiting_for_a_chunk_to_fill() {
     running.join().await.expect("completes");
 }
 
+/// Emits one item, then waits forever.
+struct EmitThenWait;
+
+impl Source for EmitThenWait {
+    type Out = u32;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<u32>) -> Result<(), Infallible> {
+        out.emit(7).await;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_source_item_is_not_held_back_while_the_source_waits() {
+    let mut g = Topology::builder();
+    let n = g.source("waits", EmitThenWait);
+    let (sink, mut out) = into_stream(8);
+    g.sink("out", sink, n);
+    let running = g.build().expect("valid topology").start();
+    settle().await;
+    assert_eq!(futures::FutureExt::now_or_never(out.next()), Some(Some(7)));
+    running.shutdown(Duration::from_secs(1)).await.expect("stops the waiting source");
+}
+
 /// A source that counts every item it emits, forever.
 struct Endless {
     emitted: Arc<AtomicUsize>,

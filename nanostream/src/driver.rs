@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::sync::PollSender;
 
 use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
-use crate::edge::{Chunk, InputSet, TryNext};
-use crate::emitter::{Emitter, Port, SourceFlush};
+use crate::edge::{Acks, Chunk, InputSet, TryNext};
+use crate::emitter::{Emitter, Port};
 use crate::error::BoxError;
 use crate::node::{Context, Node, Now, Sink, Source};
 use crate::stats::NodeStats;
@@ -75,7 +77,7 @@ pub(crate) fn prepare_node<N: Node>(node: N, inputs: SharedInputs<N::In>, port: 
     Box::new(move |env: NodeEnv| {
         let input = InputSet::new(take_inputs(&inputs));
         let out =
-            Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.ctx.stats().clone()), None);
+            Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.ctx.stats().clone()), false);
         Box::pin(node_task(node, input, out, env))
     })
 }
@@ -275,12 +277,7 @@ async fn drive_node<N: Node>(
 pub(crate) fn prepare_source<S: Source>(source: S, port: SharedPort<S::Out>) -> Prepared {
     Box::new(move |env: NodeEnv| {
         let closed = CancellationToken::new();
-        let flush = if crate::node::source_flushes_itself(&source) {
-            SourceFlush::Explicit
-        } else {
-            SourceFlush::WhenDownstreamIdle
-        };
-        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.ctx.stats().clone()), Some(flush));
+        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.ctx.stats().clone()), true);
         Box::pin(source_task(source, out, closed, env))
     })
 }
@@ -300,22 +297,84 @@ async fn drive_source<S: Source>(
     closed: &CancellationToken,
     env: &NodeEnv,
 ) -> Result<(), BoxError> {
-    source.setup(&env.ctx).await.map_err(Into::into)?;
+    source.setup(&env.ctx).await.map_err(|e| failure(env.ctx.stats(), e))?;
     let cooperative = source.cooperative_shutdown();
     let shutdown = env.ctx.shutdown_token();
-    let finished = tokio::select! {
-        result = source.run(out) => Some(result),
-        () = shutdown.cancelled(), if !cooperative => None,
-        () = closed.cancelled() => None,
+    let finished = if crate::node::source_flushes_itself(source) {
+        tokio::select! {
+            result = source.run(out) => Some(result),
+            () = shutdown.cancelled(), if !cooperative => None,
+            () = closed.cancelled() => None,
+        }
+    } else {
+        // A push source: the runtime cannot see when it waits, so its items
+        // go through a relay that a pump in this same task drains, sending a
+        // partial chunk whenever nothing more is ready.
+        let (tx, mut rx) = mpsc::channel(out.buffer().1.clamp(1, 1024));
+        let mut relay = Emitter::relay(PollSender::new(tx));
+        let finished = {
+            let mut run = pin!(source.run(&mut relay));
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut run => break Some(result),
+                    () = shutdown.cancelled(), if !cooperative => break None,
+                    () = closed.cancelled() => break None,
+                    () = pump_once(&mut rx, out) => {}
+                }
+            }
+        };
+        // Whatever the source emitted before it stopped still goes out: what
+        // the relay holds, then what is queued in it.
+        rx.close();
+        while let Ok((item, acks)) = rx.try_recv() {
+            relay_one(out, item, acks).await;
+        }
+        let (left, acks) = relay.take_leftovers();
+        out.begin_batch(acks);
+        for item in left {
+            relay_one(out, item, Acks::default()).await;
+        }
+        out.end_batch();
+        finished
     };
     if let Some(result) = finished {
-        result.map_err(Into::into)?;
+        result.map_err(|e| failure(env.ctx.stats(), e))?;
     }
     if env.failed.is_cancelled() {
         return Ok(());
     }
     out.flush().await;
     Ok(())
+}
+
+/// Moves what a push source relayed into its real emitter, flushing once
+/// nothing more is ready. Cancel safe: items taken are already buffered.
+async fn pump_once<T: Send + 'static>(rx: &mut mpsc::Receiver<(T, Acks)>, out: &mut Emitter<T>) {
+    let Some((item, acks)) = rx.recv().await else {
+        // The relay lives as long as the source runs: not reached.
+        return std::future::pending().await;
+    };
+    relay_one(out, item, acks).await;
+    while let Ok((item, acks)) = rx.try_recv() {
+        relay_one(out, item, acks).await;
+    }
+    out.flush_or_park().await;
+}
+
+async fn relay_one<T: Send + 'static>(out: &mut Emitter<T>, item: T, acks: Acks) {
+    let owes = !acks.is_empty();
+    if owes {
+        out.begin_batch(acks);
+    }
+    let (buf, limit) = out.buffer();
+    buf.push(item);
+    if buf.len() >= limit {
+        out.flush_or_park().await;
+    }
+    if owes {
+        out.end_batch();
+    }
 }
 
 pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
@@ -350,6 +409,7 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
         };
         stats.add_received(chunk.items.len(), input.queued());
         let started = Instant::now();
+        let release = sink.hold(chunk.acks);
         let mut items = chunk.items.into_iter();
         loop {
             let (step, rest) = consume_now(sink, items);
@@ -361,9 +421,8 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
                 Step::Later(item) => sink.consume(item).await.map_err(|e| failure(stats, e))?,
             }
         }
-        // The chunk's acknowledgements are released here: the sink has
-        // consumed every item.
-        drop(chunk.acks);
+        // The sink has consumed every item: release what it did not keep.
+        drop(release);
         stats.add_busy(started.elapsed());
         if due(sink.deadline()) {
             sink.on_timer().await.map_err(|e| failure(stats, e))?;

@@ -9,35 +9,76 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-/// Keep-alive handles attached to a chunk.
+/// Acknowledgements owed by items in flight.
 ///
-/// Whatever is in the set is dropped when every item derived from the chunk
-/// has reached a terminal state, which is how acknowledgements (for example
-/// Kafka offsets) learn that their records are done. Cloning the set clones
-/// the handles, so fan-out keeps them alive until every branch is done.
+/// An `Acks` value holds keep-alive guards. The runtime attaches the guards
+/// of every input to what a node derives from it (copies for fan-out and
+/// for every chunk sent while the input is being processed), and drops them
+/// once every derived item has reached a terminal state: consumed by a
+/// sink, filtered out, skipped, or folded into state whose result has been
+/// sent. Dropping the last copy of a guard runs its `Drop`: that is how a
+/// source learns that a record is done (for example to commit a Kafka
+/// offset).
+///
+/// Pipelines that do not use acknowledgements never see this type; its
+/// empty value costs nothing.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::Acks;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+///
+/// struct Done(Arc<AtomicBool>);
+/// impl Drop for Done {
+///     fn drop(&mut self) {
+///         self.0.store(true, Ordering::SeqCst);
+///     }
+/// }
+///
+/// let done = Arc::new(AtomicBool::new(false));
+/// let acks = Acks::new(Done(done.clone()));
+/// let copy = acks.clone();
+/// drop(acks);
+/// assert!(!done.load(Ordering::SeqCst), "a copy is still in flight");
+/// drop(copy);
+/// assert!(done.load(Ordering::SeqCst));
+/// ```
 #[derive(Clone, Default)]
-pub(crate) struct AckSet(Vec<Arc<dyn Any + Send + Sync>>);
+pub struct Acks(Vec<Arc<dyn Any + Send + Sync>>);
 
-impl AckSet {
-    pub(crate) fn is_empty(&self) -> bool {
+impl Acks {
+    /// Acknowledgements held by `guard`: dropped when the last copy is.
+    pub fn new<G: Send + Sync + 'static>(guard: G) -> Self {
+        Self(vec![Arc::new(guard)])
+    }
+
+    /// Whether there is nothing to acknowledge.
+    pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Adds `other`'s guards to these.
+    pub fn merge(&mut self, mut other: Acks) {
+        self.append(&mut other);
     }
 
     pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
 
-    pub(crate) fn extend_from(&mut self, other: &AckSet) {
+    pub(crate) fn extend_from(&mut self, other: &Acks) {
         self.0.extend(other.0.iter().cloned());
     }
 
-    pub(crate) fn append(&mut self, other: &mut AckSet) {
+    pub(crate) fn append(&mut self, other: &mut Acks) {
         if self.0.is_empty() {
             std::mem::swap(&mut self.0, &mut other.0);
         } else {
@@ -46,9 +87,9 @@ impl AckSet {
     }
 }
 
-impl std::fmt::Debug for AckSet {
+impl std::fmt::Debug for Acks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AckSet({})", self.0.len())
+        write!(f, "Acks({})", self.0.len())
     }
 }
 
@@ -58,7 +99,7 @@ pub(crate) type ChunkCloner<T> = fn(&[T]) -> Vec<T>;
 /// A batch of items moved across an edge in one channel operation.
 pub(crate) struct Chunk<T> {
     pub(crate) items: Vec<T>,
-    pub(crate) acks: AckSet,
+    pub(crate) acks: Acks,
 }
 
 /// State shared by both ends of an edge, read by metrics and shutdown reports.
@@ -66,9 +107,6 @@ pub(crate) struct Chunk<T> {
 pub(crate) struct EdgeShared {
     /// Items sent but not yet received.
     pub(crate) queued: AtomicUsize,
-    /// Set while the receiving node waits for input: a push source uses it to
-    /// send a partial chunk at once instead of holding it.
-    pub(crate) receiver_idle: AtomicBool,
 }
 
 pub(crate) struct EdgeSender<T> {
@@ -193,20 +231,11 @@ impl<T> InputSet<T> {
         if let TryNext::Chunk(chunk) = self.try_next() {
             return Some(chunk);
         }
-        self.set_idle(true);
-        let chunk = std::future::poll_fn(|cx| self.poll_next(cx)).await;
-        self.set_idle(false);
-        chunk
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// Items waiting on these edges right now.
     pub(crate) fn queued(&self) -> usize {
         self.edges.iter().map(|e| e.shared.queued.load(Ordering::Relaxed)).sum()
-    }
-
-    fn set_idle(&self, idle: bool) {
-        for edge in &self.edges {
-            edge.shared.receiver_idle.store(idle, Ordering::Relaxed);
-        }
     }
 }

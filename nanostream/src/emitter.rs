@@ -3,9 +3,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, PollSender};
 
-use crate::edge::{AckSet, Chunk, ChunkCloner, EdgeSender};
+use crate::edge::{Acks, Chunk, ChunkCloner, EdgeSender};
 use crate::stats::NodeStats;
 
 /// Where a node sends its outputs.
@@ -43,9 +43,9 @@ use crate::stats::NodeStats;
 pub struct Emitter<T> {
     buf: Vec<T>,
     /// Acknowledgements owed by the items in `buf`.
-    acks: AckSet,
+    acks: Acks,
     /// Acknowledgements of the input chunk the node is working through.
-    current: AckSet,
+    current: Acks,
     /// Counts input chunks, so stateful operators can tell whether they
     /// already hold the current chunk's acknowledgements.
     input_seq: u64,
@@ -53,18 +53,21 @@ pub struct Emitter<T> {
     spare: Vec<T>,
     /// Flush once `buf` holds this many items.
     limit: usize,
-    /// Flush a partial chunk as soon as a downstream node is waiting for input
-    /// (used by push sources, whose waits the runtime cannot see).
-    eager: bool,
+    /// For push sources: items go one by one through this channel to the
+    /// task's pump, which batches them and flushes when nothing more is
+    /// ready (the runtime cannot see a push source's own waits).
+    relay: Option<PollSender<(T, Acks)>>,
     /// Park `emit` once the output is closed, so a source loop cannot spin.
     park_when_closed: bool,
+    /// Closed by the node itself: drop whatever is emitted.
+    discard: bool,
     port: Option<Port<T>>,
 }
 
 /// Acknowledgements an operator holds for items kept in its state.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
-    acks: AckSet,
+    acks: Acks,
     seq: u64,
 }
 
@@ -115,15 +118,6 @@ pub(crate) struct Port<T> {
     closed: bool,
     closed_token: CancellationToken,
     stats: Arc<NodeStats>,
-}
-
-/// How a source's emitter decides to send a partial chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SourceFlush {
-    /// As soon as a downstream node waits for input (natural batching).
-    WhenDownstreamIdle,
-    /// Only when full or flushed explicitly: the source flushes itself.
-    Explicit,
 }
 
 enum Sent {
@@ -188,10 +182,6 @@ impl<T> Port<T> {
         }
     }
 
-    fn downstream_idle(&self) -> bool {
-        self.edges.iter().any(|e| !e.closed && e.shared.receiver_idle.load(Ordering::Relaxed))
-    }
-
     fn chunk_limit(&self) -> usize {
         self.edges.iter().map(|e| e.chunk_limit).min().unwrap_or(usize::MAX)
     }
@@ -212,7 +202,7 @@ impl<T> Port<T> {
 /// Moves the first `n` buffered items out as a chunk, leaving a recycled or
 /// fresh allocation. Items emitted after an interrupted flush began stay for
 /// the next flush. A function over the fields, so the port stays borrowed.
-fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut AckSet, current: &AckSet, n: usize) -> Chunk<T> {
+fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut Acks, current: &Acks, n: usize) -> Chunk<T> {
     let mut next = if spare.capacity() > 0 { std::mem::take(spare) } else { Vec::with_capacity(n) };
     if buf.len() > n {
         next.extend(buf.drain(n..));
@@ -220,7 +210,7 @@ fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut AckSet, curren
     Chunk { items: std::mem::replace(buf, next), acks: with_current(std::mem::take(acks), current) }
 }
 
-fn with_current(acks: AckSet, current: &AckSet) -> AckSet {
+fn with_current(acks: Acks, current: &Acks) -> Acks {
     let mut acks = acks;
     if !current.is_empty() {
         acks.extend_from(current);
@@ -233,28 +223,38 @@ impl<T> Emitter<T> {
     pub(crate) fn detached() -> Self {
         Self {
             buf: Vec::new(),
-            acks: AckSet::default(),
-            current: AckSet::default(),
+            acks: Acks::default(),
+            current: Acks::default(),
             input_seq: 0,
             spare: Vec::new(),
             limit: usize::MAX,
-            eager: false,
+            relay: None,
             park_when_closed: false,
+            discard: false,
             port: None,
         }
     }
 
-    pub(crate) fn connected(port: Port<T>, source: Option<SourceFlush>) -> Self {
+    /// An emitter for a push source: every item goes through `relay`.
+    pub(crate) fn relay(relay: PollSender<(T, Acks)>) -> Self {
+        let mut emitter = Self::detached();
+        emitter.limit = 1;
+        emitter.relay = Some(relay);
+        emitter
+    }
+
+    pub(crate) fn connected(port: Port<T>, source: bool) -> Self {
         let limit = port.chunk_limit();
         Self {
             buf: Vec::new(),
-            acks: AckSet::default(),
-            current: AckSet::default(),
+            acks: Acks::default(),
+            current: Acks::default(),
             input_seq: 0,
             spare: Vec::new(),
             limit,
-            eager: source == Some(SourceFlush::WhenDownstreamIdle),
-            park_when_closed: source.is_some(),
+            relay: None,
+            park_when_closed: source,
+            discard: false,
             port: Some(port),
         }
     }
@@ -271,7 +271,7 @@ impl<T> Emitter<T> {
 
     /// Marks the start of an input chunk whose acknowledgements every output
     /// emitted from now on owes.
-    pub(crate) fn begin_input(&mut self, acks: AckSet) {
+    pub(crate) fn begin_input(&mut self, acks: Acks) {
         self.current = acks;
         self.input_seq += 1;
     }
@@ -287,13 +287,37 @@ impl<T> Emitter<T> {
         }
     }
 
-    /// A copy of the current input chunk's acknowledgements.
-    pub(crate) fn current_acks(&self) -> AckSet {
+    /// A copy of the acknowledgements owed by the input being processed.
+    ///
+    /// A node that keeps an input in its own state beyond the call (to emit
+    /// something from it later) keeps this copy with it, and hands it back
+    /// with [`begin_batch`](Emitter::begin_batch) when it emits; the
+    /// built-in windows and batches do so. See [`Acks`].
+    pub fn current_acks(&self) -> Acks {
         self.current.clone()
     }
 
+    /// Makes every item emitted from now until [`end_batch`](Emitter::end_batch)
+    /// owe `acks` (each chunk sent meanwhile carries a copy).
+    ///
+    /// Sources that track acknowledgements call it around the items of one
+    /// batch they read (one guard per batch, not per item); nodes call it
+    /// before emitting from state. Inside a node's `process`, the batch also
+    /// ends with the input chunk.
+    pub fn begin_batch(&mut self, acks: Acks) {
+        let mut acks = acks;
+        self.current.append(&mut acks);
+    }
+
+    /// Ends what [`begin_batch`](Emitter::begin_batch) began: the
+    /// acknowledgements now travel with the buffered items, or are released
+    /// if every item already went out with a copy.
+    pub fn end_batch(&mut self) {
+        self.end_input();
+    }
+
     /// Attaches acknowledgements to the buffered outputs.
-    pub(crate) fn owe(&mut self, acks: &mut AckSet) {
+    pub(crate) fn owe(&mut self, acks: &mut Acks) {
         self.acks.append(acks);
     }
 
@@ -332,6 +356,13 @@ impl<T> Emitter<T> {
         }
     }
 
+    /// What a relay emitter still holds, with what it owes.
+    pub(crate) fn take_leftovers(&mut self) -> (Vec<T>, Acks) {
+        let acks = with_current(std::mem::take(&mut self.acks), &self.current);
+        self.current.clear();
+        (std::mem::take(&mut self.buf), acks)
+    }
+
     /// Takes what a detached emitter buffered.
     pub(crate) fn drain_detached(&mut self) -> std::vec::Drain<'_, T> {
         self.buf.drain(..)
@@ -366,7 +397,7 @@ impl<T: Send + 'static> Emitter<T> {
 
     #[inline]
     pub(crate) fn wants_flush(&self) -> bool {
-        self.buf.len() >= self.limit || (self.eager && self.downstream_idle())
+        self.buf.len() >= self.limit
     }
 
     /// Flushes a buffer a source filled through [`buffer`](Self::buffer);
@@ -396,8 +427,17 @@ impl<T: Send + 'static> Emitter<T> {
         Poll::Ready(())
     }
 
-    fn downstream_idle(&self) -> bool {
-        self.port.as_ref().is_some_and(Port::downstream_idle)
+    /// Ends this output: sends what is buffered, then tells every reader
+    /// that no more items will come, as if the node had finished.
+    ///
+    /// For sources that must keep running after their output ends (for
+    /// example to wait for acknowledgements and commit). Items emitted after
+    /// `close` are discarded.
+    pub async fn close(&mut self) {
+        self.flush().await;
+        self.port = None;
+        self.discard = true;
+        self.buf.clear();
     }
 
     /// Sends the buffered outputs now, even if the chunk is not full.
@@ -415,7 +455,37 @@ impl<T: Send + 'static> Emitter<T> {
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(port) = &mut self.port else { return Poll::Ready(()) };
+        if let Some(relay) = &mut self.relay {
+            while !self.buf.is_empty() {
+                match relay.poll_reserve(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        let item = self.buf.remove(0);
+                        let acks = if self.buf.is_empty() {
+                            with_current(std::mem::take(&mut self.acks), &self.current)
+                        } else {
+                            with_current(self.acks.clone(), &self.current)
+                        };
+                        if relay.send_item((item, acks)).is_err() {
+                            self.buf.clear();
+                        }
+                    }
+                    Poll::Ready(Err(_)) => {
+                        // The pump is gone: the source is being stopped.
+                        self.buf.clear();
+                        self.acks.clear();
+                    }
+                }
+            }
+            return Poll::Ready(());
+        }
+        let Some(port) = &mut self.port else {
+            if self.discard {
+                self.buf.clear();
+                self.acks.clear();
+            }
+            return Poll::Ready(());
+        };
         if port.closed {
             // Every reader is gone; what is left can never be delivered.
             self.buf.clear();
@@ -495,7 +565,7 @@ impl<T: Send + 'static> Emitter<T> {
                     let Chunk { items, acks } =
                         take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, len);
                     let mut parts: Vec<Chunk<T>> = (0..n)
-                        .map(|_| Chunk { items: Vec::with_capacity(len / n + 1), acks: AckSet::default() })
+                        .map(|_| Chunk { items: Vec::with_capacity(len / n + 1), acks: Acks::default() })
                         .collect();
                     for item in items {
                         let slot = (key(&item) % n as u64) as usize;
@@ -514,7 +584,7 @@ impl<T: Send + 'static> Emitter<T> {
                     }
                     let part = &mut port.parts[index];
                     let part_len = part.items.len();
-                    let empty = || Chunk { items: Vec::new(), acks: AckSet::default() };
+                    let empty = || Chunk { items: Vec::new(), acks: Acks::default() };
                     match send_on(&mut port.edges[index], cx, || std::mem::replace(part, empty())) {
                         Sent::Pending => return Poll::Pending,
                         Sent::Closed => port.close_edge(index),

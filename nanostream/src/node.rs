@@ -4,6 +4,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::edge::Acks;
 use crate::emitter::Emitter;
 use crate::error::BoxError;
 use crate::stats::NodeStats;
@@ -200,10 +201,10 @@ pub trait Source: Send + 'static {
 
     /// Whether this source calls [`Emitter::flush`] itself before it waits.
     ///
-    /// The runtime cannot see inside `run`, so by default it sends a partial
-    /// chunk as soon as a downstream node is waiting for input. Sources that
-    /// flush on their own (the built-in pull sources do) opt out to always
-    /// send full chunks under load.
+    /// The runtime cannot see inside `run`, so by default a source's items
+    /// pass through a small relay that the runtime drains, sending a partial
+    /// chunk whenever nothing more is ready. Sources that flush on their own
+    /// before waiting (the built-in ones do) skip the relay.
     #[doc(hidden)]
     fn flushes_itself(&self) -> bool {
         false
@@ -268,6 +269,17 @@ pub trait Sink: Send + 'static {
     /// Called for every input item.
     fn consume(&mut self, item: Self::In) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
+    /// Receives the acknowledgements owed by the chunk of items about to be
+    /// consumed, and returns those the runtime should release once the
+    /// chunk is consumed (by default, all of them).
+    ///
+    /// A sink whose items are only done later (a Kafka producer waiting for
+    /// delivery reports, a database writer that commits every few seconds)
+    /// keeps them until then and returns an empty [`Acks`]. See [`Acks`].
+    fn hold(&mut self, acks: Acks) -> Acks {
+        acks
+    }
+
     /// Consumes an item without awaiting, when the sink can; see
     /// [`Node::process_now`].
     #[doc(hidden)]
@@ -319,17 +331,33 @@ pub enum Now<In, Out, E> {
 pub struct Context {
     name: Arc<str>,
     shutdown: CancellationToken,
+    failed: CancellationToken,
     stats: Arc<NodeStats>,
 }
 
 impl Context {
-    pub(crate) fn new(name: Arc<str>, shutdown: CancellationToken, stats: Arc<NodeStats>) -> Self {
-        Self { name, shutdown, stats }
+    pub(crate) fn new(
+        name: Arc<str>,
+        shutdown: CancellationToken,
+        failed: CancellationToken,
+        stats: Arc<NodeStats>,
+    ) -> Self {
+        Self { name, shutdown, failed, stats }
     }
 
     /// A context for a node running outside a topology.
     pub(crate) fn detached(name: &str) -> Self {
-        Self::new(name.into(), CancellationToken::new(), Arc::new(NodeStats::detached()))
+        Self::new(name.into(), CancellationToken::new(), CancellationToken::new(), Arc::new(NodeStats::detached()))
+    }
+
+    /// Whether the pipeline is being torn down because a node failed or a
+    /// shutdown deadline passed.
+    ///
+    /// From then on, acknowledgements that are dropped do not mean their
+    /// items were done: a source that commits progress (Kafka offsets) must
+    /// stop committing.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_cancelled()
     }
 
     /// Counts an error the node handled itself (skipped or retried), in the

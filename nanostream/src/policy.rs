@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::driver::panic_message;
-use crate::edge::AckSet;
+use crate::edge::Acks;
 use crate::emitter::Emitter;
 use crate::error::BoxError;
 use crate::node::{Context, Node, Now, Sink, Source};
@@ -366,7 +366,7 @@ where
     }
 }
 
-type Letter<N> = (DeadLetter<<N as Node>::In, <N as Node>::Error>, AckSet);
+type Letter<N> = (DeadLetter<<N as Node>::In, <N as Node>::Error>, Acks);
 
 /// A node whose failures become [`DeadLetter`]s on a second output.
 pub(crate) struct DeadLettering<N: Node> {
@@ -386,7 +386,7 @@ impl<N: Node> DeadLettering<N> {
 
 /// Sends a dead letter. It owes the input chunk's acknowledgements: its
 /// record is done once the letter itself is delivered.
-async fn send_letter<In, E>(tx: &mpsc::Sender<(DeadLetter<In, E>, AckSet)>, letter: DeadLetter<In, E>, acks: AckSet) {
+async fn send_letter<In, E>(tx: &mpsc::Sender<(DeadLetter<In, E>, Acks)>, letter: DeadLetter<In, E>, acks: Acks) {
     if let Err(mpsc::error::SendError((letter, _))) = tx.send((letter, acks)).await {
         tracing::debug!(node = %letter.node, "dead letter output closed; the pipeline is stopping");
     }
@@ -450,7 +450,7 @@ impl<N: Node> Node for DeadLettering<N> {
 
 /// The source that emits a node's dead letters.
 pub(crate) struct LetterSource<In, E> {
-    rx: mpsc::Receiver<(DeadLetter<In, E>, AckSet)>,
+    rx: mpsc::Receiver<(DeadLetter<In, E>, Acks)>,
 }
 
 impl<In: Send + 'static, E: Send + 'static> Source for LetterSource<In, E> {

@@ -160,8 +160,10 @@ impl Topology {
         for (index, plan) in self.nodes.into_iter().enumerate() {
             let name: Arc<str> = plan.name.into();
             let stats = Arc::new(NodeStats::new(&name));
-            let env =
-                NodeEnv { ctx: Context::new(name.clone(), shutdown.clone(), stats.clone()), failed: failed.clone() };
+            let env = NodeEnv {
+                ctx: Context::new(name.clone(), shutdown.clone(), failed.clone(), stats.clone()),
+                failed: failed.clone(),
+            };
             let span = tracing::info_span!("node", name = %name);
             let task = spawn_named(&mut set, &name, (plan.launch)(env).instrument(span));
             ids.insert(task.id(), index);

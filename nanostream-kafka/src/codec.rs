@@ -1,0 +1,171 @@
+//! Turning payload bytes into values and back.
+
+use std::marker::PhantomData;
+
+use nanostream::BoxError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Decodes a message payload into a value.
+///
+/// Implemented by the codecs of this module and by any
+/// `Fn(&[u8]) -> Result<T, E>` closure, for formats of your own.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream_kafka::Decoder;
+///
+/// let csv = |bytes: &[u8]| -> Result<Vec<String>, std::str::Utf8Error> {
+///     Ok(std::str::from_utf8(bytes)?.split(',').map(str::to_owned).collect())
+/// };
+/// assert_eq!(csv.decode(b"a,b").unwrap(), ["a", "b"]);
+/// ```
+pub trait Decoder<T>: Send + Sync + 'static {
+    /// Decodes `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// Why the bytes are not a `T`.
+    fn decode(&self, bytes: &[u8]) -> Result<T, BoxError>;
+}
+
+/// Encodes a value into a message payload.
+pub trait Encoder<T>: Send + Sync + 'static {
+    /// Appends the encoding of `value` to `buf`.
+    ///
+    /// # Errors
+    ///
+    /// Why the value cannot be encoded.
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError>;
+}
+
+impl<T, E, F> Decoder<T> for F
+where
+    F: Fn(&[u8]) -> Result<T, E> + Send + Sync + 'static,
+    E: Into<BoxError>,
+{
+    fn decode(&self, bytes: &[u8]) -> Result<T, BoxError> {
+        self(bytes).map_err(Into::into)
+    }
+}
+
+/// JSON through serde_json, for any `Serialize` / `DeserializeOwned` type
+/// (including `serde_json::Value`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+impl<T: DeserializeOwned> Decoder<T> for Json {
+    fn decode(&self, bytes: &[u8]) -> Result<T, BoxError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+impl<T: Serialize> Encoder<T> for Json {
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        Ok(serde_json::to_writer(buf, value)?)
+    }
+}
+
+/// bincode (standard configuration) through serde: compact and fast,
+/// between programs that share the Rust types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+impl<T: DeserializeOwned> Decoder<T> for Bincode {
+    fn decode(&self, bytes: &[u8]) -> Result<T, BoxError> {
+        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+        if read != bytes.len() {
+            return Err(format!("{} trailing bytes after the bincode value", bytes.len() - read).into());
+        }
+        Ok(value)
+    }
+}
+
+impl<T: Serialize> Encoder<T> for Bincode {
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        buf.extend(bincode::serde::encode_to_vec(value, bincode::config::standard())?);
+        Ok(())
+    }
+}
+
+/// UTF-8 text as `String`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Utf8;
+
+impl Decoder<String> for Utf8 {
+    fn decode(&self, bytes: &[u8]) -> Result<String, BoxError> {
+        Ok(std::str::from_utf8(bytes)?.to_owned())
+    }
+}
+
+impl<T: AsRef<str>> Encoder<T> for Utf8 {
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        buf.extend_from_slice(value.as_ref().as_bytes());
+        Ok(())
+    }
+}
+
+/// The payload bytes as they are, as `Vec<u8>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw;
+
+impl Decoder<Vec<u8>> for Raw {
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, BoxError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl<T: AsRef<[u8]>> Encoder<T> for Raw {
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        buf.extend_from_slice(value.as_ref());
+        Ok(())
+    }
+}
+
+/// An encoder made of a closure; see [`encode_with`].
+pub struct EncodeWith<F, T> {
+    f: F,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<F, T> std::fmt::Debug for EncodeWith<F, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncodeWith")
+    }
+}
+
+/// An encoder from a closure that appends the encoding of a value to a
+/// buffer, for formats of your own.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream_kafka::{Encoder, encode_with};
+///
+/// let csv = encode_with(|row: &Vec<String>, buf: &mut Vec<u8>| {
+///     buf.extend_from_slice(row.join(",").as_bytes());
+///     Ok::<(), std::convert::Infallible>(())
+/// });
+/// let mut buf = Vec::new();
+/// csv.encode(&vec!["a".into(), "b".into()], &mut buf).unwrap();
+/// assert_eq!(buf, b"a,b");
+/// ```
+pub fn encode_with<F, T, E>(f: F) -> EncodeWith<F, T>
+where
+    F: Fn(&T, &mut Vec<u8>) -> Result<(), E> + Send + Sync + 'static,
+    E: Into<BoxError>,
+{
+    EncodeWith { f, _t: PhantomData }
+}
+
+impl<F, T, E> Encoder<T> for EncodeWith<F, T>
+where
+    F: Fn(&T, &mut Vec<u8>) -> Result<(), E> + Send + Sync + 'static,
+    E: Into<BoxError>,
+    T: 'static,
+{
+    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
+        (self.f)(value, buf).map_err(Into::into)
+    }
+}

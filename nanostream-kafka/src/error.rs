@@ -1,0 +1,52 @@
+use nanostream::BoxError;
+
+/// What can go wrong in a Kafka source or sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// librdkafka reported an error (configuration, connection, ...).
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A source was built without any topic.
+    #[error("a Kafka source needs at least one topic")]
+    NoTopics,
+    /// A message's payload did not decode (with [`DecodeErrors::Fail`](crate::DecodeErrors::Fail)).
+    #[error("message at `{topic}` partition {partition} offset {offset} does not decode")]
+    Decode {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// Why it does not decode.
+        #[source]
+        source: BoxError,
+    },
+    /// A dead letter could not be delivered.
+    #[error("a dead letter could not be delivered: {0}")]
+    DeadLetter(String),
+    /// A value could not be encoded.
+    #[error("a value for topic `{topic}` could not be encoded")]
+    Encode {
+        /// The topic it was for.
+        topic: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// A message has no topic and the sink has no default topic.
+    #[error("a message has no topic and the sink has no default topic")]
+    NoTopic,
+    /// The broker did not accept a message after librdkafka's retries.
+    #[error("a message to `{topic}` was not delivered: {message}")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        message: String,
+    },
+    /// The node was run without its setup (a bug in a custom runtime).
+    #[error("the Kafka node was run before its setup")]
+    NotSetUp,
+}

@@ -1,0 +1,122 @@
+//! What flows out of a Kafka source and into a Kafka sink.
+
+use std::sync::Arc;
+
+/// A message header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub key: String,
+    /// The header's value, if any.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// A header with a value.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self { key: key.into(), value: Some(value.into()) }
+    }
+}
+
+/// A consumed message: the decoded payload with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Record<T> {
+    /// The topic it was read from.
+    pub topic: Arc<str>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Its headers.
+    pub headers: Vec<Header>,
+    /// Its timestamp in milliseconds since the epoch, if the broker gave one.
+    pub timestamp: Option<i64>,
+    /// The decoded payload.
+    pub value: T,
+}
+
+impl<T> Record<T> {
+    /// The first header named `key`, if any.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|h| h.key == key).and_then(|h| h.value.as_deref())
+    }
+
+    /// The same record around another value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Record<U> {
+        Record {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            headers: self.headers,
+            timestamp: self.timestamp,
+            value: f(self.value),
+        }
+    }
+}
+
+/// A message to produce: the value, and optionally its topic, key, headers
+/// and partition. Without a topic, the sink's default topic is used.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream_kafka::Outgoing;
+///
+/// let message = Outgoing::new("hello").to_topic("greetings").with_key("user-1").with_header("source", "web");
+/// assert_eq!(message.topic.as_deref(), Some("greetings"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Outgoing<T> {
+    /// The value, encoded by the sink's encoder.
+    pub value: T,
+    /// The topic; the sink's default topic when `None`.
+    pub topic: Option<String>,
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The headers.
+    pub headers: Vec<Header>,
+    /// The partition; chosen by the partitioner (from the key) when `None`.
+    pub partition: Option<i32>,
+}
+
+impl<T> Outgoing<T> {
+    /// A message with only a value.
+    pub fn new(value: T) -> Self {
+        Self { value, topic: None, key: None, headers: Vec::new(), partition: None }
+    }
+
+    /// Sends it to `topic`.
+    pub fn to_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// Gives it a key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// Sends it to `partition`.
+    pub fn to_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+impl<T> From<T> for Outgoing<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}

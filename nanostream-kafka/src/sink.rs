@@ -1,0 +1,261 @@
+//! The Kafka sink: produce without awaiting each delivery.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nanostream::{Acks, Context, Sink};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::Notify;
+
+use crate::codec::Encoder;
+use crate::error::Error;
+use crate::record::Outgoing;
+
+/// Builds a [`KafkaSink`]; see [`KafkaSink::builder`].
+#[derive(Debug, Clone)]
+pub struct KafkaSinkBuilder {
+    config: ClientConfig,
+    default_topic: Option<String>,
+}
+
+impl KafkaSinkBuilder {
+    /// The topic of messages that do not name one.
+    pub fn default_topic(mut self, topic: impl Into<String>) -> Self {
+        self.default_topic = Some(topic.into());
+        self
+    }
+
+    /// Sets any librdkafka producer property, for example `linger.ms`,
+    /// `compression.type` or `acks`.
+    pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.config.set(key, value);
+        self
+    }
+
+    /// Creates the sink, encoding values with `encoder` (for example
+    /// [`Json`](crate::Json)).
+    ///
+    /// # Errors
+    ///
+    /// librdkafka rejected the configuration.
+    pub fn build<T, E: Encoder<T>>(self, encoder: E) -> Result<KafkaSink<T, E>, Error> {
+        let shared = Arc::new(Shared::default());
+        let producer = self.config.create_with_context(SinkContext { shared: shared.clone() })?;
+        Ok(KafkaSink {
+            producer,
+            encoder,
+            default_topic: self.default_topic,
+            shared,
+            current: Arc::new(Owed(Acks::default())),
+            buf: Vec::new(),
+            ctx: None,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// What a message owes until its delivery is confirmed: the acknowledgements
+/// of the chunk it came from (shared by that chunk's messages).
+struct Owed(#[allow(dead_code)] Acks);
+
+#[derive(Default)]
+struct Shared {
+    /// Delivery failures not yet reported by the sink.
+    failures: Mutex<Vec<Error>>,
+    failed: AtomicBool,
+    /// Acknowledgements of messages that were not delivered: never released,
+    /// so their records are read again after a restart.
+    undelivered: Mutex<Vec<Arc<Owed>>>,
+    delivered: AtomicU64,
+    /// Set while the sink waits for room in librdkafka's queue.
+    waiting: AtomicBool,
+    room: Notify,
+}
+
+struct SinkContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<Owed>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, owed: Arc<Owed>) {
+        match result {
+            Ok(_) => {
+                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                drop(owed);
+            }
+            Err((error, message)) => {
+                let failure = Error::Delivery { topic: message.topic().to_owned(), message: error.to_string() };
+                self.shared.undelivered.lock().unwrap_or_else(PoisonError::into_inner).push(owed);
+                self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner).push(failure);
+                self.shared.failed.store(true, Ordering::Release);
+            }
+        }
+        if self.shared.waiting.load(Ordering::Acquire) {
+            self.shared.room.notify_one();
+        }
+    }
+}
+
+/// Produces [`Outgoing`] messages to Kafka.
+///
+/// Messages are handed to librdkafka without waiting for each delivery:
+/// librdkafka batches them, and delivery reports are tracked concurrently.
+/// When librdkafka's local queue is full (`queue.buffering.max.messages`),
+/// the sink waits for room, which slows the graph down (back-pressure)
+/// instead of failing. At the end of input, everything in flight is flushed.
+///
+/// A record's acknowledgement is released only once every message derived
+/// from it is delivered. A message that cannot be delivered (after
+/// librdkafka's own retries) is an error of the sink, reported at the next
+/// item (by default failing the pipeline); its record is never acknowledged.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nanostream::prelude::*;
+/// use nanostream_kafka::{Json, KafkaSink, Outgoing};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sink = KafkaSink::builder("127.0.0.1:9092").default_topic("greetings").build(Json)?;
+/// let mut g = Topology::builder();
+/// let names = g.source("names", from_iter(["ada", "grace"]));
+/// let messages = g.node("greet", map(|n: &str| Outgoing::new(format!("hello {n}")).with_key(n)), names);
+/// g.sink("kafka", sink, messages);
+/// g.build()?.run().await?;
+/// # Ok(()) }
+/// ```
+pub struct KafkaSink<T, E> {
+    producer: ThreadedProducer<SinkContext>,
+    encoder: E,
+    default_topic: Option<String>,
+    shared: Arc<Shared>,
+    current: Arc<Owed>,
+    buf: Vec<u8>,
+    ctx: Option<Context>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T, E> std::fmt::Debug for KafkaSink<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink").field("default_topic", &self.default_topic).finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink<(), ()> {
+    /// Starts configuring a sink producing to the brokers `brokers`.
+    pub fn builder(brokers: &str) -> KafkaSinkBuilder {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        KafkaSinkBuilder { config, default_topic: None }
+    }
+}
+
+impl<T, E> KafkaSink<T, E> {
+    /// Messages confirmed delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::Relaxed)
+    }
+
+    fn take_failure(&self) -> Result<(), Error> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut failures = self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let failure = failures.pop();
+        if failures.is_empty() {
+            self.shared.failed.store(false, Ordering::Release);
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    async fn wait_for_room(&self) {
+        self.shared.waiting.store(true, Ordering::Release);
+        // Deliveries notify; the timeout covers a report that raced the flag.
+        let _ = tokio::time::timeout(Duration::from_millis(10), self.shared.room.notified()).await;
+        self.shared.waiting.store(false, Ordering::Release);
+    }
+}
+
+impl<T, E> Sink for KafkaSink<T, E>
+where
+    T: Send + 'static,
+    E: Encoder<T>,
+{
+    type In = Outgoing<T>;
+    type Error = Error;
+
+    async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+
+    fn hold(&mut self, acks: Acks) -> Acks {
+        // Every message produced from this chunk keeps a copy until it is
+        // delivered.
+        self.current = Arc::new(Owed(acks));
+        Acks::default()
+    }
+
+    async fn consume(&mut self, message: Outgoing<T>) -> Result<(), Error> {
+        self.take_failure()?;
+        let topic = match message.topic.as_deref().or(self.default_topic.as_deref()) {
+            Some(topic) => topic.to_owned(),
+            None => return Err(Error::NoTopic),
+        };
+        self.buf.clear();
+        self.encoder
+            .encode(&message.value, &mut self.buf)
+            .map_err(|source| Error::Encode { topic: topic.clone(), source })?;
+        let mut headers = None;
+        for h in &message.headers {
+            let all = headers.take().unwrap_or_else(OwnedHeaders::new);
+            headers = Some(all.insert(KafkaHeader { key: &h.key, value: h.value.as_deref() }));
+        }
+        let mut record = BaseRecord::with_opaque_to(&topic, self.current.clone()).payload(&self.buf[..]);
+        if let Some(key) = &message.key {
+            record = record.key(&key[..]);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        if let Some(partition) = message.partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // librdkafka's queue is full: wait for deliveries to make
+                    // room. This is where back-pressure reaches the graph.
+                    record = returned;
+                    self.wait_for_room().await;
+                    self.take_failure()?;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        self.take_failure()
+    }
+
+    async fn finish(&mut self) -> Result<(), Error> {
+        // Wait for every delivery report.
+        while self.producer.in_flight_count() > 0 {
+            self.take_failure()?;
+            self.wait_for_room().await;
+        }
+        self.take_failure()
+    }
+}

@@ -1,0 +1,539 @@
+//! The Kafka source: consume several topics in one consumer group.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use nanostream::{Acks, Context, Emitter, Source};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::codec::Decoder;
+use crate::error::Error;
+use crate::offsets::{BatchGuard, Offsets};
+use crate::record::{Header, Record};
+
+/// Where a partition starts being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// Resume from the group's committed offset; a partition without one
+    /// starts at its earliest message. The default, and what makes restarts
+    /// lose nothing.
+    #[default]
+    Committed,
+    /// The first time this process is assigned a partition, start at its
+    /// earliest message, ignoring the committed offset (to reprocess a
+    /// topic). Later assignments in the same process resume from the
+    /// committed offset.
+    Earliest,
+    /// Like `Earliest`, but start at the end: only new messages.
+    Latest,
+}
+
+/// What the source does with a message whose payload does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DecodeErrors {
+    /// Fail the source, and so the pipeline (the default).
+    #[default]
+    Fail,
+    /// Count it in the source's error metric, log it, and go on.
+    Skip,
+    /// Produce it unchanged (key, payload and headers) to this topic, with
+    /// the decoding error in an `error` header and its origin in
+    /// `source_topic`, `source_partition` and `source_offset` headers, and
+    /// go on. Its offset is committed once the dead letter is delivered.
+    DeadLetter(String),
+}
+
+/// Builds a [`KafkaSource`]; see [`KafkaSource::builder`].
+#[derive(Debug, Clone)]
+pub struct KafkaSourceBuilder {
+    config: ClientConfig,
+    topics: Vec<String>,
+    start: StartFrom,
+    decode_errors: DecodeErrors,
+    commit_interval: Duration,
+    batch: usize,
+}
+
+impl KafkaSourceBuilder {
+    /// Subscribes to `topic` (may be called several times).
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Subscribes to every topic of `topics`.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where partitions start being read; default [`StartFrom::Committed`].
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// What to do with payloads that do not decode; default
+    /// [`DecodeErrors::Fail`].
+    pub fn on_decode_error(mut self, policy: DecodeErrors) -> Self {
+        self.decode_errors = policy;
+        self
+    }
+
+    /// How often completed offsets are committed while running (default 1
+    /// s). They are also committed when partitions are revoked and on
+    /// shutdown.
+    pub fn commit_interval(mut self, every: Duration) -> Self {
+        self.commit_interval = every;
+        self
+    }
+
+    /// Sets any librdkafka consumer property, for example
+    /// `session.timeout.ms` or `security.protocol`. Overrides what the
+    /// builder sets.
+    pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.config.set(key, value);
+        self
+    }
+
+    /// Creates the source, decoding payloads with `decoder` (for example
+    /// [`Json`](crate::Json)).
+    ///
+    /// # Errors
+    ///
+    /// No topic was given, or librdkafka rejected the configuration.
+    pub fn build<T, D: Decoder<T>>(self, decoder: D) -> Result<KafkaSource<T, D>, Error> {
+        if self.topics.is_empty() {
+            return Err(Error::NoTopics);
+        }
+        let offsets = Arc::new(Offsets::default());
+        let group = self.config.get("group.id").unwrap_or_default().to_owned();
+        let context = SourceContext { offsets: offsets.clone(), start: self.start, seen: Mutex::default(), group };
+        let consumer: StreamConsumer<SourceContext> = self.config.create_with_context(context)?;
+        let dead_letters = match &self.decode_errors {
+            DecodeErrors::DeadLetter(topic) => {
+                let mut producer = ClientConfig::new();
+                for key in
+                    ["bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username", "sasl.password"]
+                {
+                    if let Some(value) = self.config.get(key) {
+                        producer.set(key, value);
+                    }
+                }
+                Some((producer.create::<FutureProducer>()?, topic.clone()))
+            }
+            _ => None,
+        };
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            decoder,
+            topics: self.topics,
+            offsets,
+            decode_errors: self.decode_errors,
+            dead_letters,
+            commit_interval: self.commit_interval,
+            batch: self.batch,
+            ctx: None,
+            topic_names: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+}
+
+/// Consumes messages from several topics in one consumer group and emits
+/// them as [`Record`]s, committing an offset only once everything derived
+/// from its message is done.
+///
+/// Messages are read in batches (as many as are ready, up to a chunk) and
+/// each batch carries one acknowledgement guard through the graph; a
+/// partition's offset is committed past a batch once that batch and every
+/// batch before it are done (see [`Acks`]). Commits happen every
+/// [`commit_interval`](KafkaSourceBuilder::commit_interval), for revoked
+/// partitions before a rebalance releases them, and at shutdown.
+///
+/// On graceful shutdown the source stops consuming, ends its output so the
+/// pipeline drains, waits until what it emitted is done, commits, and
+/// leaves the group. If the pipeline fails, nothing more is committed:
+/// records in flight are read again after a restart (at-least-once).
+///
+/// Back-pressure: when the graph is full, the source stops polling, and
+/// librdkafka stops fetching once its own queue is full
+/// (`queued.max.messages.kbytes`, 16 MiB by default here), so memory stays
+/// bounded. A pipeline blocked longer than `max.poll.interval.ms` (5
+/// minutes) loses its partitions, which is safe: they are re-read.
+///
+/// # Examples
+///
+/// ```no_run
+/// use nanostream::prelude::*;
+/// use nanostream_kafka::{Json, KafkaSource, Record};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let orders = KafkaSource::builder("127.0.0.1:9092", "order-totals")
+///     .topics(["orders-eu", "orders-us"])
+///     .build(Json)?;
+///
+/// let mut g = Topology::builder();
+/// let orders = g.source("orders", orders);
+/// g.sink("print", for_each(|r: Record<serde_json::Value>| async move {
+///     println!("{}#{}@{}: {}", r.topic, r.partition, r.offset, r.value);
+/// }), orders);
+/// g.build()?.run().await?;
+/// # Ok(()) }
+/// ```
+pub struct KafkaSource<T, D> {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    decoder: D,
+    topics: Vec<String>,
+    offsets: Arc<Offsets>,
+    decode_errors: DecodeErrors,
+    dead_letters: Option<(FutureProducer, String)>,
+    commit_interval: Duration,
+    batch: usize,
+    ctx: Option<Context>,
+    /// Topic names handed out as `Arc<str>`, so records share them.
+    topic_names: Vec<Arc<str>>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T, D> std::fmt::Debug for KafkaSource<T, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").field("topics", &self.topics).finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource<(), ()> {
+    /// Starts configuring a source that joins consumer group `group` on the
+    /// brokers `brokers` (`host:port[,host:port...]`).
+    ///
+    /// The builder sets `bootstrap.servers`, `group.id`,
+    /// `enable.auto.commit=false` (the source commits),
+    /// `enable.auto.offset.store=false`, `auto.offset.reset=earliest`,
+    /// `queued.max.messages.kbytes=16384` and
+    /// `statistics.interval.ms=5000` (consumer lag is published as the
+    /// `nanostream_kafka_consumer_lag` gauge); [`set`](KafkaSourceBuilder::set)
+    /// overrides any of them.
+    pub fn builder(brokers: &str, group: &str) -> KafkaSourceBuilder {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("statistics.interval.ms", "5000");
+        KafkaSourceBuilder {
+            config,
+            topics: Vec::new(),
+            start: StartFrom::Committed,
+            decode_errors: DecodeErrors::Fail,
+            commit_interval: Duration::from_secs(1),
+            batch: 1024,
+        }
+    }
+}
+
+/// Reacts to rebalances and statistics.
+pub(crate) struct SourceContext {
+    offsets: Arc<Offsets>,
+    start: StartFrom,
+    /// Partitions this process has been assigned before.
+    seen: Mutex<HashSet<(String, i32)>>,
+    group: String,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal partition; lag -1 is unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        "nanostream_kafka_consumer_lag",
+                        "group" => self.group.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl SourceContext {
+    fn commit(&self, consumer: &BaseConsumer<Self>, only: &TopicPartitionList) {
+        let offsets = self.offsets.take_committable(Some(only));
+        if offsets.count() > 0
+            && let Err(error) = consumer.commit(&offsets, CommitMode::Sync)
+        {
+            tracing::warn!(%error, "committing offsets of revoked partitions failed; they will be read again");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if self.start != StartFrom::Committed {
+                    let offset = if self.start == StartFrom::Earliest { Offset::Beginning } else { Offset::End };
+                    let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    for mut elem in tpl.elements() {
+                        if seen.insert((elem.topic().to_owned(), elem.partition())) {
+                            let _ = elem.set_offset(offset);
+                        }
+                    }
+                }
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Commit what is done before another member takes over;
+                // what is still in flight will be read again there.
+                self.commit(consumer, tpl);
+                self.offsets.forget(tpl);
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "applying a rebalance failed");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::warn!(%error, partitions = offsets.count(), "an offset commit failed; it is retried");
+            self.offsets.uncommit(offsets);
+        }
+    }
+}
+
+impl<T, D> KafkaSource<T, D> {
+    fn topic_name(&mut self, topic: &str) -> Arc<str> {
+        if let Some(name) = self.topic_names.iter().find(|n| &***n == topic) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(topic);
+        self.topic_names.push(name.clone());
+        name
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let offsets = self.offsets.take_committable(None);
+        if offsets.count() == 0 {
+            return;
+        }
+        if let Err(error) = self.consumer.commit(&offsets, mode) {
+            tracing::warn!(%error, "committing offsets failed; they are retried");
+            self.offsets.uncommit(&offsets);
+        }
+    }
+}
+
+fn headers_of(message: &BorrowedMessage<'_>) -> Vec<Header> {
+    message
+        .headers()
+        .map(|headers| {
+            headers.iter().map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) }).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The delivery of a dead letter, and what its message's batch owes until
+/// then.
+type DeadLetterDelivery = futures::future::BoxFuture<'static, (Result<(), String>, Acks)>;
+type Delivery = futures::future::BoxFuture<'static, Result<(), String>>;
+
+impl<T, D> Source for KafkaSource<T, D>
+where
+    T: Send + 'static,
+    D: Decoder<T>,
+{
+    type Out = Record<T>;
+    type Error = Error;
+
+    async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
+        self.offsets.set_context(ctx);
+        self.ctx = Some(ctx.clone());
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&topics)?;
+        Ok(())
+    }
+
+    async fn run(&mut self, out: &mut Emitter<Record<T>>) -> Result<(), Error> {
+        let ctx = self.ctx.clone().ok_or(Error::NotSetUp)?;
+        let consumer = self.consumer.clone();
+        let mut stream = consumer.stream();
+        let mut shutdown = pin!(ctx.shutdown_requested());
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dead_letters: FuturesUnordered<DeadLetterDelivery> = FuturesUnordered::new();
+        let mut batch_letters: Vec<Delivery> = Vec::new();
+        let mut records = Vec::with_capacity(self.batch);
+        let mut parts: Vec<(Arc<str>, i32, i64)> = Vec::new();
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some((delivered, acks)) = dead_letters.next(), if !dead_letters.is_empty() => {
+                    delivered.map_err(Error::DeadLetter)?;
+                    drop(acks);
+                    continue;
+                }
+                _ = commit_tick.tick() => {
+                    self.commit(CommitMode::Async);
+                    continue;
+                }
+                message = stream.next() => message,
+            };
+            let Some(first) = first else { break };
+            // Take what else is ready now, up to one batch, without waiting.
+            let mut next = Some(first);
+            while let Some(result) = next.take() {
+                let message = result?;
+                let topic = self.topic_name(message.topic());
+                let (partition, offset) = (message.partition(), message.offset());
+                match parts.iter_mut().find(|(t, p, _)| *p == partition && **t == *topic) {
+                    Some(part) => part.2 = offset,
+                    None => parts.push((topic.clone(), partition, offset)),
+                }
+                let payload = message.payload().unwrap_or_default();
+                match self.decoder.decode(payload) {
+                    Ok(value) => records.push(Record {
+                        topic,
+                        partition,
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        headers: headers_of(&message),
+                        timestamp: message.timestamp().to_millis(),
+                        value,
+                    }),
+                    Err(error) => match &self.decode_errors {
+                        DecodeErrors::Fail => {
+                            return Err(Error::Decode { topic: topic.to_string(), partition, offset, source: error });
+                        }
+                        DecodeErrors::Skip => {
+                            ctx.record_error();
+                            tracing::warn!(%topic, partition, offset, %error, "skipping a message that does not decode");
+                        }
+                        DecodeErrors::DeadLetter(_) => {
+                            ctx.record_error();
+                            batch_letters.push(self.dead_letter(&message, &error.to_string()));
+                        }
+                    },
+                }
+                if records.len() + batch_letters.len() < self.batch {
+                    next = stream.next().now_or_never().flatten();
+                }
+            }
+            let acks = Acks::new::<BatchGuard>(self.offsets.batch(&parts));
+            parts.clear();
+            // A dead letter's message is done once the letter is delivered.
+            for delivery in batch_letters.drain(..) {
+                let owed = acks.clone();
+                dead_letters.push(Box::pin(async move { (delivery.await, owed) }));
+            }
+            let full = records.len() >= self.batch;
+            out.begin_batch(acks);
+            for record in records.drain(..) {
+                out.emit(record).await;
+            }
+            out.end_batch();
+            if !full {
+                // Nothing more was ready: send what we have before waiting.
+                out.flush().await;
+            }
+        }
+        // Stop consuming; let the graph drain; commit once all is done.
+        out.close().await;
+        while let Some((delivered, acks)) = dead_letters.next().await {
+            delivered.map_err(Error::DeadLetter)?;
+            drop(acks);
+        }
+        while !self.offsets.all_done() && !ctx.has_failed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.commit(CommitMode::Sync);
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn cooperative_shutdown(&self) -> bool {
+        true
+    }
+
+    fn flushes_itself(&self) -> bool {
+        // A batch ends when nothing more is ready, and is then sent.
+        true
+    }
+}
+
+impl<T, D> KafkaSource<T, D> {
+    /// Produces a dead letter for `message`.
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, error: &str) -> Delivery {
+        let Some((producer, topic)) = &self.dead_letters else {
+            return Box::pin(async { Err("no dead letter topic".to_owned()) });
+        };
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(rdkafka::message::Header { key: h.key, value: h.value });
+            }
+        }
+        let origin = [
+            ("error", error.to_owned()),
+            ("source_topic", message.topic().to_owned()),
+            ("source_partition", message.partition().to_string()),
+            ("source_offset", message.offset().to_string()),
+        ];
+        for (key, value) in &origin {
+            headers = headers.insert(rdkafka::message::Header { key, value: Some(value.as_bytes()) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).payload(message.payload().unwrap_or_default()).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        match producer.send_result(record) {
+            Ok(delivery) => Box::pin(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error.to_string()),
+                    Err(_) => Err("the producer was dropped".to_owned()),
+                }
+            }),
+            Err((error, _)) => {
+                let error = error.to_string();
+                Box::pin(async move { Err(error) })
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Helpers for tests against the real test broker.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// The broker the tests use. Fails (never skips) when none is configured.
+pub fn brokers() -> String {
+    match std::env::var("NANOSTREAM_TEST_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => brokers,
+        _ => panic!(
+            "NANOSTREAM_TEST_BROKERS is not set: the Kafka tests need a running broker. \
+             Run the tests with ./scripts/test.sh, which installs and starts one, or run \
+             `scripts/broker.sh start` and export NANOSTREAM_TEST_BROKERS=<the address it prints>."
+        ),
+    }
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Client settings that make consumer groups join in seconds on the test
+/// broker (see BROKER.md).
+pub const GROUP_SETTINGS: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test broker at {} to create topic {name}: {e}", brokers()));
+    for result in results {
+        result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic} failed: {e}"));
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers()).set("linger.ms", "5").create().expect("producer")
+}
+
+/// Produces every `(key, payload)` to `topic` and waits for all deliveries.
+pub async fn produce(topic: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+    let producer = producer();
+    let mut deliveries = Vec::new();
+    for (key, payload) in messages {
+        let mut record = FutureRecord::to(topic).payload(&payload);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((_, returned)) => {
+                    record = returned;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    for delivery in deliveries {
+        delivery.await.expect("delivered").expect("delivered");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flushed");
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Read {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub partition: i32,
+}
+
+impl Read {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads every partition of `topic` from the beginning, without a group,
+/// until `expected` messages have come or `timeout` passes.
+pub fn read_topic(topic: &str, partitions: i32, expected: usize, timeout: Duration) -> Vec<Read> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("readable");
+            out.push(Read {
+                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers: message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                partition: message.partition(),
+            });
+        }
+    }
+    out
+}
+
+/// Reads until `expected` messages, then for `settle` more to catch extras.
+pub fn read_exactly(topic: &str, partitions: i32, expected: usize) -> Vec<Read> {
+    let mut got = read_topic(topic, partitions, expected, Duration::from_secs(60));
+    assert_eq!(got.len(), expected, "messages in {topic}");
+    got.extend(read_topic_after(topic, partitions, &got));
+    got
+}
+
+/// Anything beyond what was already read (there should be nothing).
+fn read_topic_after(topic: &str, partitions: i32, already: &[Read]) -> Vec<Read> {
+    let all = read_topic(topic, partitions, already.len() + 1, Duration::from_secs(2));
+    all.into_iter().skip(already.len()).collect()
+}
+
+#[allow(dead_code)]
+pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
+}

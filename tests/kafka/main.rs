@@ -1,0 +1,360 @@
+//! Kafka sources and sinks against a real Kafka-compatible broker (Tansu).
+//! Run through ./scripts/test.sh, which starts the broker; without one these
+//! tests fail with a message saying so.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use nanostream::prelude::*;
+use nanostream::{Error, TopologyHandle};
+use nanostream_kafka::{
+    Bincode, DecodeErrors, Decoder, Json, KafkaSink, KafkaSource, KafkaSourceBuilder, Outgoing, Raw, Record, StartFrom,
+    Utf8, encode_with,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+
+fn source(group: &str, topics: &[&str]) -> KafkaSourceBuilder {
+    let mut builder = KafkaSource::builder(&brokers(), group).topics(topics.iter().copied());
+    for (k, v) in GROUP_SETTINGS {
+        builder = builder.set(k, v);
+    }
+    builder
+}
+
+/// Runs `source` into a stream, takes `n` records, shuts down gracefully.
+async fn consume_n<T: Send + 'static, D: Decoder<T>>(source: KafkaSource<T, D>, n: usize) -> Vec<Record<T>> {
+    let mut g = Topology::builder();
+    let records = g.source("consume", source);
+    let (sink, stream) = into_stream(n.max(1) * 2);
+    g.sink("collect", sink, records);
+    let running = g.build().expect("valid").start();
+    let got: Vec<Record<T>> =
+        tokio::time::timeout(Duration::from_secs(60), stream.take(n).collect()).await.expect("records arrive in time");
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
+    got
+}
+
+async fn read(topic: &str, partitions: i32, expected: usize) -> Vec<Read> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_exactly(&topic, partitions, expected)).await.expect("reader")
+}
+
+#[node]
+async fn tag_source(record: Record<Map<String, Value>>) -> Outgoing<Map<String, Value>> {
+    let mut object = record.value;
+    object.insert("source_topic".into(), Value::from(&*record.topic));
+    let message = Outgoing::new(object);
+    match record.key {
+        Some(key) => message.with_key(key),
+        None => message,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_topic_consume_transform_produce_delivers_the_exact_message_set() {
+    let (a, b, out) = (unique("orders-eu"), unique("orders-us"), unique("tagged"));
+    create_topic(&a, 3).await;
+    create_topic(&b, 2).await;
+    create_topic(&out, 3).await;
+    produce(&a, (0..300).map(|i| (Some(format!("eu-{i}")), format!(r#"{{"id":"eu-{i}","n":{i}}}"#).into_bytes())))
+        .await;
+    produce(&b, (0..200).map(|i| (Some(format!("us-{i}")), format!(r#"{{"id":"us-{i}","n":{i}}}"#).into_bytes())))
+        .await;
+
+    let src = source(&unique("tagger"), &[&a, &b]).build(Json).expect("source");
+    let sink = KafkaSink::builder(&brokers()).default_topic(&out).build(Json).expect("sink");
+    let mut g = Topology::builder();
+    let records = g.source("consume", src);
+    let tagged = g.node("tag", tag_source(), records);
+    g.sink("produce", sink, tagged);
+    let running = g.build().expect("valid").start();
+    let got = read(&out, 3, 500).await;
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down");
+
+    let mut seen = BTreeSet::new();
+    for message in &got {
+        let value: Value = serde_json::from_slice(&message.payload).expect("JSON");
+        let id = value["id"].as_str().expect("id").to_owned();
+        let expected_topic = if id.starts_with("eu") { &a } else { &b };
+        assert_eq!(value["source_topic"], Value::from(expected_topic.as_str()), "{value}");
+        assert_eq!(message.key.as_deref(), Some(id.as_str()), "the key is kept");
+        assert!(seen.insert(id.clone()), "{id} produced twice");
+    }
+    let expected: BTreeSet<String> =
+        (0..300).map(|i| format!("eu-{i}")).chain((0..200).map(|i| format!("us-{i}"))).collect();
+    assert_eq!(seen, expected);
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Reading {
+    sensor: String,
+    celsius: f64,
+    tags: Vec<String>,
+}
+
+fn readings() -> Vec<Reading> {
+    (0..50u32)
+        .map(|i| Reading {
+            sensor: format!("s{i}"),
+            celsius: f64::from(i) / 4.0,
+            tags: vec!["lab".into(); i as usize % 3],
+        })
+        .collect()
+}
+
+/// Produces `values` with `encoder` through a KafkaSink, then reads them
+/// back with `decoder` through a KafkaSource.
+async fn round_trip<T, E, D>(values: Vec<T>, encoder: E, decoder: D) -> Vec<T>
+where
+    T: Send + 'static,
+    E: nanostream_kafka::Encoder<T>,
+    D: Decoder<T>,
+{
+    let topic = unique("codec");
+    create_topic(&topic, 1).await;
+    let n = values.len();
+    let sink = KafkaSink::builder(&brokers()).default_topic(&topic).build(encoder).expect("sink");
+    let mut g = Topology::builder();
+    let values = g.source("values", from_iter(values));
+    let messages = g.node("wrap", map(Outgoing::new), values);
+    g.sink("produce", sink, messages);
+    g.build().expect("valid").run().await.expect("produces");
+
+    let src = source(&unique("codec"), &[&topic]).build(decoder).expect("source");
+    consume_n(src, n).await.into_iter().map(|r| r.value).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_round_trips_through_the_broker() {
+    assert_eq!(round_trip(readings(), Json, Json).await, readings());
+    assert_eq!(round_trip(readings(), Bincode, Bincode).await, readings());
+    let texts: Vec<String> = vec!["plain".into(), "ünïcödé".into(), String::new()];
+    assert_eq!(round_trip(texts.clone(), Utf8, Utf8).await, texts);
+    let bytes: Vec<Vec<u8>> = vec![vec![0, 159, 255], vec![], b"raw".to_vec()];
+    assert_eq!(round_trip(bytes.clone(), Raw, Raw).await, bytes);
+    // A format of our own: `name=value`.
+    let pairs: Vec<(String, u32)> = vec![("a".into(), 1), ("b".into(), 22)];
+    let encoder = encode_with(|(k, v): &(String, u32), buf: &mut Vec<u8>| {
+        buf.extend_from_slice(format!("{k}={v}").as_bytes());
+        Ok::<(), Infallible>(())
+    });
+    let decoder = |bytes: &[u8]| -> Result<(String, u32), Box<dyn std::error::Error + Send + Sync>> {
+        let text = std::str::from_utf8(bytes)?;
+        let (k, v) = text.split_once('=').ok_or("no `=`")?;
+        Ok((k.to_owned(), v.parse()?))
+    };
+    assert_eq!(round_trip(pairs.clone(), encoder, decoder).await, pairs);
+}
+
+/// 30 messages, every 10th not JSON.
+async fn mixed_topic() -> String {
+    let topic = unique("mixed");
+    create_topic(&topic, 1).await;
+    produce(
+        &topic,
+        (0..30).map(|i| {
+            let payload = if i % 10 == 3 { format!("not json {i}") } else { format!(r#"{{"n":{i}}}"#) };
+            (Some(format!("k{i}")), payload.into_bytes())
+        }),
+    )
+    .await;
+    topic
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_does_not_decode_fails_the_pipeline_by_default() {
+    let topic = mixed_topic().await;
+    let src = source(&unique("strict"), &[&topic]).build::<Value, _>(Json).expect("source");
+    let mut g = Topology::builder();
+    let records = g.source("consume", src);
+    g.sink("drop", for_each(|_: Record<Value>| async {}), records);
+    let error = tokio::time::timeout(Duration::from_secs(60), g.build().expect("valid").run())
+        .await
+        .expect("fails in time")
+        .expect_err("the bad payload fails the pipeline");
+    let Error::NodeFailed { node, source } = error else { panic!("expected NodeFailed") };
+    assert_eq!(node, "consume");
+    assert!(source.to_string().contains("partition 0 offset 3 does not decode"), "{source}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_payloads_are_counted_and_the_rest_delivered() {
+    let topic = mixed_topic().await;
+    let src =
+        source(&unique("skip"), &[&topic]).on_decode_error(DecodeErrors::Skip).build::<Value, _>(Json).expect("source");
+    let mut g = Topology::builder();
+    let records = g.source("consume", src);
+    let (sink, stream) = into_stream(64);
+    g.sink("collect", sink, records);
+    let running = g.build().expect("valid").start();
+    let got: Vec<Record<Value>> =
+        tokio::time::timeout(Duration::from_secs(60), stream.take(27).collect()).await.expect("in time");
+    let errors = running.snapshot()[0].errors;
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down");
+    let ns: Vec<i64> = got.iter().map(|r| r.value["n"].as_i64().expect("n")).collect();
+    assert_eq!(ns, (0..30).filter(|i| i % 10 != 3).collect::<Vec<_>>());
+    assert_eq!(errors, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_payloads_go_to_the_dead_letter_topic_with_their_error() {
+    let topic = mixed_topic().await;
+    let dlq = unique("dlq");
+    create_topic(&dlq, 1).await;
+    let src = source(&unique("dlq"), &[&topic])
+        .on_decode_error(DecodeErrors::DeadLetter(dlq.clone()))
+        .build::<Value, _>(Json)
+        .expect("source");
+    let got = consume_n(src, 27).await;
+    assert_eq!(got.len(), 27);
+    let dead = read(&dlq, 1, 3).await;
+    // (key, payload, source offset, source topic)
+    type Summary<'a> = (Option<&'a str>, String, Option<&'a str>, Option<&'a str>);
+    let summary: Vec<Summary<'_>> = dead
+        .iter()
+        .map(|d| (d.key.as_deref(), d.text(), d.header("source_offset"), d.header("source_topic")))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Some("k3"), "not json 3".to_owned(), Some("3"), Some(topic.as_str())),
+            (Some("k13"), "not json 13".to_owned(), Some("13"), Some(topic.as_str())),
+            (Some("k23"), "not json 23".to_owned(), Some("23"), Some(topic.as_str())),
+        ]
+    );
+    assert!(dead[0].header("error").is_some_and(|e| e.contains("expected ident")), "{:?}", dead[0].headers);
+}
+
+/// Takes a permit per item from a gate the test controls.
+struct Gated(Arc<Semaphore>);
+
+impl Sink for Gated {
+    type In = Record<String>;
+    type Error = Infallible;
+
+    async fn consume(&mut self, _: Record<String>) -> Result<(), Infallible> {
+        self.0.acquire().await.expect("open").forget();
+        Ok(())
+    }
+}
+
+async fn stable_count(handle: &TopologyHandle, node: usize) -> u64 {
+    let mut last = u64::MAX;
+    loop {
+        let now = handle.snapshot()[node].sent;
+        if now == last && now > 0 {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_stops_the_source_at_the_edge_bound() {
+    let topic = unique("backlog");
+    create_topic(&topic, 2).await;
+    produce(&topic, (0..20_000).map(|i| (None, format!("m{i}").into_bytes()))).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let src = source(&unique("slow"), &[&topic]).build(Utf8).expect("source");
+    let mut g = Topology::builder();
+    g.default_capacity(256).chunk_size(64);
+    let records = g.source("consume", src);
+    g.sink("slow", Gated(gate.clone()), records);
+    let running = g.build().expect("valid").start();
+
+    let emitted = tokio::time::timeout(Duration::from_secs(60), stable_count(&running, 0)).await.expect("settles");
+    // The sink holds one chunk, the edge queues its capacity, the source
+    // holds at most one chunk: it stopped reading from Kafka there.
+    assert!(emitted <= 256 + 2 * 64, "the source emitted {emitted} items into a stalled graph");
+    assert!(!running.is_finished());
+
+    gate.add_permits(1_000_000);
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        while running.snapshot()[1].received < 20_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "every message arrives once the sink speeds up");
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_routes_by_topic_key_and_headers_per_message() {
+    let (even, odd) = (unique("even"), unique("odd"));
+    create_topic(&even, 1).await;
+    create_topic(&odd, 1).await;
+    let sink = KafkaSink::builder(&brokers()).build(Utf8).expect("sink");
+    let (e, o) = (even.clone(), odd.clone());
+    let mut g = Topology::builder();
+    let n = g.source("numbers", from_iter(0..10u32));
+    let messages = g.node(
+        "route",
+        map(move |i: u32| {
+            Outgoing::new(format!("v{i}"))
+                .to_topic(if i.is_multiple_of(2) { &e } else { &o })
+                .with_key(format!("k{i}"))
+                .with_header("parity", if i.is_multiple_of(2) { "even" } else { "odd" })
+        }),
+        n,
+    );
+    g.sink("produce", sink, messages);
+    g.build().expect("valid").run().await.expect("delivers everything before finishing");
+    let evens = read(&even, 1, 5).await;
+    let odds = read(&odd, 1, 5).await;
+    assert_eq!(evens.iter().map(Read::text).collect::<Vec<_>>(), ["v0", "v2", "v4", "v6", "v8"]);
+    assert_eq!(
+        odds.iter().map(|m| m.key.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        ["k1", "k3", "k5", "k7", "k9"]
+    );
+    assert!(odds.iter().all(|m| m.header("parity") == Some("odd")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_queue_is_back_pressure_not_an_error() {
+    let topic = unique("tiny-queue");
+    create_topic(&topic, 1).await;
+    let sink = KafkaSink::builder(&brokers())
+        .default_topic(&topic)
+        .set("queue.buffering.max.messages", "5")
+        .build(Utf8)
+        .expect("sink");
+    let mut g = Topology::builder();
+    let n = g.source("numbers", from_iter(0..2_000u32));
+    let messages = g.node("wrap", map(|i: u32| Outgoing::new(i.to_string())), n);
+    g.sink("produce", sink, messages);
+    g.build().expect("valid").run().await.expect("no QueueFull error reaches the pipeline");
+    assert_eq!(read(&topic, 1, 2_000).await.len(), 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_group_resumes_after_what_it_committed() {
+    let topic = unique("resume");
+    create_topic(&topic, 2).await;
+    produce(&topic, (0..100).map(|i| (None, format!("first {i}").into_bytes()))).await;
+    let group = unique("resume");
+    let first = consume_n(source(&group, &[&topic]).build(Utf8).expect("source"), 100).await;
+    assert_eq!(first.len(), 100);
+
+    produce(&topic, (0..40).map(|i| (None, format!("second {i}").into_bytes()))).await;
+    let second = consume_n(source(&group, &[&topic]).build(Utf8).expect("source"), 40).await;
+    let mut texts: Vec<String> = second.into_iter().map(|r| r.value).collect();
+    texts.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("second {i}")).collect();
+    expected.sort();
+    assert_eq!(texts, expected, "only the new messages: the first run committed on shutdown");
+
+    // Earliest replays from the beginning regardless of the commits.
+    let replay =
+        consume_n(source(&group, &[&topic]).start_from(StartFrom::Earliest).build(Utf8).expect("source"), 140).await;
+    assert_eq!(replay.len(), 140);
+}
