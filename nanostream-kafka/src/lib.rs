@@ -57,5 +57,5 @@ mod source;
 pub use codec::{Bincode, Decoder, EncodeWith, Encoder, Json, Raw, Utf8, encode_with};
 pub use error::Error;
 pub use record::{Header, Outgoing, Record};
-pub use sink::{KafkaSink, KafkaSinkBuilder};
+pub use sink::{Deliveries, KafkaSink, KafkaSinkBuilder};
 pub use source::{DecodeErrors, KafkaSource, KafkaSourceBuilder, StartFrom};

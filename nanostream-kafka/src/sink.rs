@@ -160,10 +160,29 @@ impl KafkaSink<(), ()> {
     }
 }
 
-impl<T, E> KafkaSink<T, E> {
+/// Reads how many messages a [`KafkaSink`] has delivered, also while it
+/// runs inside a topology; see [`KafkaSink::deliveries`].
+#[derive(Clone)]
+pub struct Deliveries(Arc<Shared>);
+
+impl Deliveries {
     /// Messages confirmed delivered so far.
-    pub fn delivered(&self) -> u64 {
-        self.shared.delivered.load(Ordering::Relaxed)
+    pub fn get(&self) -> u64 {
+        self.0.delivered.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Deliveries").field(&self.get()).finish()
+    }
+}
+
+impl<T, E> KafkaSink<T, E> {
+    /// A handle to the number of messages this sink has delivered, to read
+    /// after the sink has been added to a topology.
+    pub fn deliveries(&self) -> Deliveries {
+        Deliveries(self.shared.clone())
     }
 
     fn take_failure(&self) -> Result<(), Error> {

@@ -67,9 +67,20 @@ pub struct KafkaSourceBuilder {
     decode_errors: DecodeErrors,
     commit_interval: Duration,
     batch: usize,
+    auto_commit: bool,
 }
 
 impl KafkaSourceBuilder {
+    /// Lets librdkafka commit consumed offsets on its own (every
+    /// `auto.commit.interval.ms`, 5 s) instead of tracking acknowledgements:
+    /// a little cheaper, but a crash can then lose records that were
+    /// consumed and not yet delivered. Off by default; meant for pipelines
+    /// that can afford loss, and for measuring what the guarantee costs.
+    pub fn auto_commit(mut self, auto: bool) -> Self {
+        self.auto_commit = auto;
+        self
+    }
+
     /// Subscribes to `topic` (may be called several times).
     pub fn topic(mut self, topic: impl Into<String>) -> Self {
         self.topics.push(topic.into());
@@ -125,17 +136,21 @@ impl KafkaSourceBuilder {
         if self.topics.is_empty() {
             return Err(Error::NoTopics);
         }
+        let mut config = self.config;
+        if self.auto_commit {
+            config.set("enable.auto.commit", "true").set("enable.auto.offset.store", "true");
+        }
         let offsets = Arc::new(Offsets::default());
-        let group = self.config.get("group.id").unwrap_or_default().to_owned();
+        let group = config.get("group.id").unwrap_or_default().to_owned();
         let context = SourceContext { offsets: offsets.clone(), start: self.start, seen: Mutex::default(), group };
-        let consumer: StreamConsumer<SourceContext> = self.config.create_with_context(context)?;
+        let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         let dead_letters = match &self.decode_errors {
             DecodeErrors::DeadLetter(topic) => {
                 let mut producer = ClientConfig::new();
                 for key in
                     ["bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username", "sasl.password"]
                 {
-                    if let Some(value) = self.config.get(key) {
+                    if let Some(value) = config.get(key) {
                         producer.set(key, value);
                     }
                 }
@@ -152,6 +167,7 @@ impl KafkaSourceBuilder {
             dead_letters,
             commit_interval: self.commit_interval,
             batch: self.batch,
+            track: !self.auto_commit,
             ctx: None,
             topic_names: Vec::new(),
             _t: PhantomData,
@@ -209,6 +225,8 @@ pub struct KafkaSource<T, D> {
     dead_letters: Option<(FutureProducer, String)>,
     commit_interval: Duration,
     batch: usize,
+    /// Track acknowledgements and commit only what is done.
+    track: bool,
     ctx: Option<Context>,
     /// Topic names handed out as `Arc<str>`, so records share them.
     topic_names: Vec<Arc<str>>,
@@ -250,6 +268,7 @@ impl KafkaSource<(), ()> {
             decode_errors: DecodeErrors::Fail,
             commit_interval: Duration::from_secs(1),
             batch: 1024,
+            auto_commit: false,
         }
     }
 }
@@ -347,6 +366,9 @@ impl<T, D> KafkaSource<T, D> {
     }
 
     fn commit(&self, mode: CommitMode) {
+        if !self.track {
+            return;
+        }
         let offsets = self.offsets.take_committable(None);
         if offsets.count() == 0 {
             return;
@@ -454,7 +476,7 @@ where
                     next = stream.next().now_or_never().flatten();
                 }
             }
-            let acks = Acks::new::<BatchGuard>(self.offsets.batch(&parts));
+            let acks = if self.track { Acks::new::<BatchGuard>(self.offsets.batch(&parts)) } else { Acks::default() };
             parts.clear();
             // A dead letter's message is done once the letter is delivered.
             for delivery in batch_letters.drain(..) {

@@ -174,8 +174,8 @@ impl Topology {
         if let Some(every) = self.progress {
             tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()));
         }
-        let supervisor = tokio::spawn(supervise(set, ids, nodes.clone(), failed, abort.clone(), done));
-        TopologyHandle { shutdown, abort, supervisor, nodes }
+        let supervisor = tokio::spawn(supervise(set, ids, nodes.clone(), failed, abort.clone(), done.clone()));
+        TopologyHandle { shutdown, abort, done, supervisor, nodes }
     }
 }
 
@@ -304,6 +304,7 @@ async fn supervise(
 pub struct TopologyHandle {
     shutdown: CancellationToken,
     abort: CancellationToken,
+    done: CancellationToken,
     supervisor: JoinHandle<Outcome>,
     nodes: Arc<[NodeInfo]>,
 }
@@ -372,6 +373,14 @@ impl TopologyHandle {
     /// ```
     pub fn snapshot(&self) -> Vec<NodeSnapshot> {
         crate::report::snapshot(&self.nodes)
+    }
+
+    /// Resolves once every node has finished (or was aborted), without
+    /// consuming the handle: then [`join`](TopologyHandle::join) returns at
+    /// once with the outcome. Useful to wait for either a signal or the end
+    /// of the pipeline.
+    pub fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.done.clone().cancelled_owned()
     }
 
     /// Whether every node has finished.
