@@ -15,7 +15,8 @@
 //!
 //! A run is timed from its first delivery to its last (so the consumer
 //! group's join, the same for both, is left out).
-//! It prints messages/s and process CPU time per message for each (the
+//! It prints the median over the rounds (and the best round) of messages/s
+//! and process CPU time per message for each (the
 //! broker runs on the same cores, so CPU per message is the fairer figure),
 //! and the ratios of nanostream to the hand-written loop.
 //!
@@ -51,6 +52,13 @@ struct Args {
     /// Rounds; each round runs every variant once, in alternating order.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Use this already loaded 3-partition topic (holding `--messages`
+    /// messages) instead of preloading a new one (for profiling).
+    #[arg(long)]
+    input: Option<String>,
+    /// Run only the variants whose name contains this (for profiling).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const GROUP_SETTINGS: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
@@ -224,10 +232,16 @@ fn run_hand_written(brokers: &str, input: &str, n: u64) -> (Duration, Duration) 
 fn main() {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let input = unique("bench-in");
-    rt.block_on(create_topic(&args.brokers, &input));
-    eprintln!("preloading {} messages into {input} (3 partitions)...", args.messages);
-    preload(&args.brokers, &input, args.messages);
+    let input = match &args.input {
+        Some(input) => input.clone(),
+        None => {
+            let input = unique("bench-in");
+            rt.block_on(create_topic(&args.brokers, &input));
+            eprintln!("preloading {} messages into {input} (3 partitions)...", args.messages);
+            preload(&args.brokers, &input, args.messages);
+            input
+        }
+    };
 
     let names = ["nanostream (at-least-once)", "nanostream (auto commit)", "hand-written rdkafka loop"];
     let mut results: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); names.len()];
@@ -237,6 +251,9 @@ fn main() {
             order.reverse();
         }
         for variant in order {
+            if args.only.as_ref().is_some_and(|only| !names[variant].contains(only.as_str())) {
+                continue;
+            }
             let (wall, cpu) = match variant {
                 0 => rt.block_on(run_nanostream(&args.brokers, &input, args.messages, false)),
                 1 => rt.block_on(run_nanostream(&args.brokers, &input, args.messages, true)),
@@ -252,19 +269,30 @@ fn main() {
         }
     }
 
-    let best = |r: &[(Duration, Duration)]| {
-        // The fastest round of each: the broker and the machine are shared.
-        let wall = r.iter().map(|x| x.0).min().unwrap_or_default();
-        let cpu = r.iter().map(|x| x.1).min().unwrap_or_default();
-        (args.messages as f64 / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / args.messages as f64)
+    if args.only.is_some() {
+        return;
+    }
+    // Medians over the rounds (the machine and the broker are shared, so
+    // single runs are noisy), and the best round of each for reference.
+    let summary = |r: &[(Duration, Duration)]| {
+        let per_message = |d: Duration| d.as_secs_f64() * 1e6 / args.messages as f64;
+        let mut rates: Vec<f64> = r.iter().map(|x| args.messages as f64 / x.0.as_secs_f64()).collect();
+        let mut cpus: Vec<f64> = r.iter().map(|x| per_message(x.1)).collect();
+        rates.sort_by(f64::total_cmp);
+        cpus.sort_by(f64::total_cmp);
+        let median =
+            |v: &[f64]| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+        (median(&rates), median(&cpus), rates[rates.len() - 1], cpus[0])
     };
-    println!("{} messages, input topic with 3 partitions, best of {} rounds", args.messages, args.rounds);
+    println!("{} messages, input topic with 3 partitions, {} rounds", args.messages, args.rounds);
     println!();
-    println!("| pipeline | messages/s | CPU µs/message |");
-    println!("|---|---:|---:|");
-    let rows: Vec<(f64, f64)> = results.iter().map(|r| best(r)).collect();
-    for (name, (rate, cpu)) in names.iter().zip(&rows) {
-        println!("| {name} | {rate:.0} | {cpu:.2} |");
+    println!(
+        "| pipeline | messages/s (median) | CPU µs/message (median) | messages/s (best) | CPU µs/message (best) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let rows: Vec<(f64, f64, f64, f64)> = results.iter().map(|r| summary(r)).collect();
+    for (name, (rate, cpu, best_rate, best_cpu)) in names.iter().zip(&rows) {
+        println!("| {name} | {rate:.0} | {cpu:.2} | {best_rate:.0} | {best_cpu:.2} |");
     }
     println!();
     println!(

@@ -32,12 +32,14 @@ pub trait Decoder<T>: Send + Sync + 'static {
 
 /// Encodes a value into a message payload.
 pub trait Encoder<T>: Send + Sync + 'static {
-    /// Appends the encoding of `value` to `buf`.
+    /// Returns the payload for `value`: either written into `buf` (an empty
+    /// scratch buffer the sink reuses) or, when the value already is its
+    /// payload, borrowed from the value without a copy.
     ///
     /// # Errors
     ///
     /// Why the value cannot be encoded.
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError>;
+    fn encode<'a>(&self, value: &'a T, buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError>;
 }
 
 impl<T, E, F> Decoder<T> for F
@@ -62,8 +64,9 @@ impl<T: DeserializeOwned> Decoder<T> for Json {
 }
 
 impl<T: Serialize> Encoder<T> for Json {
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
-        Ok(serde_json::to_writer(buf, value)?)
+    fn encode<'a>(&self, value: &'a T, buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError> {
+        serde_json::to_writer(&mut *buf, value)?;
+        Ok(buf)
     }
 }
 
@@ -83,9 +86,9 @@ impl<T: DeserializeOwned> Decoder<T> for Bincode {
 }
 
 impl<T: Serialize> Encoder<T> for Bincode {
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
-        buf.extend(bincode::serde::encode_to_vec(value, bincode::config::standard())?);
-        Ok(())
+    fn encode<'a>(&self, value: &'a T, buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError> {
+        bincode::serde::encode_into_std_write(value, &mut *buf, bincode::config::standard())?;
+        Ok(buf)
     }
 }
 
@@ -100,9 +103,8 @@ impl Decoder<String> for Utf8 {
 }
 
 impl<T: AsRef<str>> Encoder<T> for Utf8 {
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
-        buf.extend_from_slice(value.as_ref().as_bytes());
-        Ok(())
+    fn encode<'a>(&self, value: &'a T, _buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError> {
+        Ok(value.as_ref().as_bytes())
     }
 }
 
@@ -117,9 +119,8 @@ impl Decoder<Vec<u8>> for Raw {
 }
 
 impl<T: AsRef<[u8]>> Encoder<T> for Raw {
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
-        buf.extend_from_slice(value.as_ref());
-        Ok(())
+    fn encode<'a>(&self, value: &'a T, _buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError> {
+        Ok(value.as_ref())
     }
 }
 
@@ -148,8 +149,8 @@ impl<F, T> std::fmt::Debug for EncodeWith<F, T> {
 ///     Ok::<(), std::convert::Infallible>(())
 /// });
 /// let mut buf = Vec::new();
-/// csv.encode(&vec!["a".into(), "b".into()], &mut buf).unwrap();
-/// assert_eq!(buf, b"a,b");
+/// let row = vec!["a".to_owned(), "b".to_owned()];
+/// assert_eq!(csv.encode(&row, &mut buf).unwrap(), b"a,b");
 /// ```
 pub fn encode_with<F, T, E>(f: F) -> EncodeWith<F, T>
 where
@@ -165,7 +166,8 @@ where
     E: Into<BoxError>,
     T: 'static,
 {
-    fn encode(&self, value: &T, buf: &mut Vec<u8>) -> Result<(), BoxError> {
-        (self.f)(value, buf).map_err(Into::into)
+    fn encode<'a>(&self, value: &'a T, buf: &'a mut Vec<u8>) -> Result<&'a [u8], BoxError> {
+        (self.f)(value, &mut *buf).map_err(Into::into)?;
+        Ok(buf)
     }
 }

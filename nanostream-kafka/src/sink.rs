@@ -53,6 +53,7 @@ impl KafkaSinkBuilder {
             default_topic: self.default_topic,
             shared,
             current: Arc::new(Owed(Acks::default())),
+            copies: Vec::new(),
             buf: Vec::new(),
             ctx: None,
             _t: PhantomData,
@@ -140,6 +141,10 @@ pub struct KafkaSink<T, E> {
     default_topic: Option<String>,
     shared: Arc<Shared>,
     current: Arc<Owed>,
+    /// Copies of `current` made in bursts: each message takes one. Cloning
+    /// one at a time would bounce the reference count's cache line between
+    /// this task and librdkafka's thread, which drops the copies.
+    copies: Vec<Arc<Owed>>,
     buf: Vec<u8>,
     ctx: Option<Context>,
     _t: PhantomData<fn(T)>,
@@ -184,24 +189,28 @@ impl<T, E> KafkaSink<T, E> {
     pub fn deliveries(&self) -> Deliveries {
         Deliveries(self.shared.clone())
     }
+}
 
+impl Shared {
+    /// The next delivery failure not yet reported.
     fn take_failure(&self) -> Result<(), Error> {
-        if !self.shared.failed.load(Ordering::Acquire) {
+        if !self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut failures = self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let failure = failures.pop();
         if failures.is_empty() {
-            self.shared.failed.store(false, Ordering::Release);
+            self.failed.store(false, Ordering::Release);
         }
         failure.map_or(Ok(()), Err)
     }
 
+    /// Waits until a delivery report frees room in librdkafka's queue.
     async fn wait_for_room(&self) {
-        self.shared.waiting.store(true, Ordering::Release);
+        self.waiting.store(true, Ordering::Release);
         // Deliveries notify; the timeout covers a report that raced the flag.
-        let _ = tokio::time::timeout(Duration::from_millis(10), self.shared.room.notified()).await;
-        self.shared.waiting.store(false, Ordering::Release);
+        let _ = tokio::time::timeout(Duration::from_millis(10), self.room.notified()).await;
+        self.waiting.store(false, Ordering::Release);
     }
 }
 
@@ -221,26 +230,31 @@ where
     fn hold(&mut self, acks: Acks) -> Acks {
         // Every message produced from this chunk keeps a copy until it is
         // delivered.
+        self.copies.clear();
         self.current = Arc::new(Owed(acks));
         Acks::default()
     }
 
     async fn consume(&mut self, message: Outgoing<T>) -> Result<(), Error> {
-        self.take_failure()?;
-        let topic = match message.topic.as_deref().or(self.default_topic.as_deref()) {
-            Some(topic) => topic.to_owned(),
-            None => return Err(Error::NoTopic),
+        self.shared.take_failure()?;
+        let Some(topic) = message.topic.as_deref().or(self.default_topic.as_deref()) else {
+            return Err(Error::NoTopic);
         };
         self.buf.clear();
-        self.encoder
+        let payload = self
+            .encoder
             .encode(&message.value, &mut self.buf)
-            .map_err(|source| Error::Encode { topic: topic.clone(), source })?;
+            .map_err(|source| Error::Encode { topic: topic.to_owned(), source })?;
         let mut headers = None;
         for h in &message.headers {
             let all = headers.take().unwrap_or_else(OwnedHeaders::new);
             headers = Some(all.insert(KafkaHeader { key: &h.key, value: h.value.as_deref() }));
         }
-        let mut record = BaseRecord::with_opaque_to(&topic, self.current.clone()).payload(&self.buf[..]);
+        if self.copies.is_empty() {
+            self.copies.extend(std::iter::repeat_with(|| self.current.clone()).take(64));
+        }
+        let owed = self.copies.pop().unwrap_or_else(|| self.current.clone());
+        let mut record = BaseRecord::with_opaque_to(topic, owed).payload(payload);
         if let Some(key) = &message.key {
             record = record.key(&key[..]);
         }
@@ -257,8 +271,8 @@ where
                     // librdkafka's queue is full: wait for deliveries to make
                     // room. This is where back-pressure reaches the graph.
                     record = returned;
-                    self.wait_for_room().await;
-                    self.take_failure()?;
+                    self.shared.wait_for_room().await;
+                    self.shared.take_failure()?;
                 }
                 Err((error, _)) => return Err(error.into()),
             }
@@ -266,15 +280,15 @@ where
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
-        self.take_failure()
+        self.shared.take_failure()
     }
 
     async fn finish(&mut self) -> Result<(), Error> {
         // Wait for every delivery report.
         while self.producer.in_flight_count() > 0 {
-            self.take_failure()?;
-            self.wait_for_room().await;
+            self.shared.take_failure()?;
+            self.shared.wait_for_room().await;
         }
-        self.take_failure()
+        self.shared.take_failure()
     }
 }
