@@ -5,7 +5,8 @@
 //! an output topic with the `kafka_etl` transformation (parse, add
 //! `"source_topic"`, re-encode, same key):
 //!
-//! - nanostream: `KafkaSource -> #[node] tag -> KafkaSink`, with
+//! - nanostream: `KafkaSource -> #[node] tag -> KafkaSink` (the source
+//!   decodes JSON objects, the node adds the field, the sink encodes), with
 //!   at-least-once acknowledgement tracking (offsets committed only once the
 //!   output is delivered);
 //! - nanostream with `auto_commit(true)` (no acknowledgement tracking), to
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nanostream::prelude::*;
-use nanostream_kafka::{KafkaSink, KafkaSource, Outgoing, Raw, Record};
+use nanostream_kafka::{Json, KafkaSink, KafkaSource, Outgoing, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
@@ -148,14 +149,17 @@ fn tag_bytes(payload: &[u8], topic: &str) -> Option<Vec<u8>> {
     serde_json::to_vec(&object).ok()
 }
 
+/// The nanostream way: the source decodes JSON objects, the sink encodes
+/// them; the node only adds the field.
 #[node]
-async fn tag(record: Record<Vec<u8>>) -> Option<Outgoing<Vec<u8>>> {
-    let value = tag_bytes(&record.value, &record.topic)?;
-    let message = Outgoing::new(value);
-    Some(match record.key {
+async fn tag(record: Record<Map<String, Value>>) -> Outgoing<Map<String, Value>> {
+    let mut object = record.value;
+    object.insert("source_topic".to_owned(), Value::String(record.topic.to_string()));
+    let message = Outgoing::new(object);
+    match record.key {
         Some(key) => message.with_key(key),
         None => message,
-    })
+    }
 }
 
 async fn run_nanostream(brokers: &str, input: &str, n: u64, auto_commit: bool) -> (Duration, Duration) {
@@ -165,8 +169,8 @@ async fn run_nanostream(brokers: &str, input: &str, n: u64, auto_commit: bool) -
     for (k, v) in GROUP_SETTINGS {
         source = source.set(k, v);
     }
-    let source = source.build(Raw).expect("source");
-    let sink = KafkaSink::builder(brokers).default_topic(&output).set("linger.ms", "5").build(Raw).expect("sink");
+    let source = source.build(Json).expect("source");
+    let sink = KafkaSink::builder(brokers).default_topic(&output).set("linger.ms", "5").build(Json).expect("sink");
     let delivered = sink.deliveries();
     let mut g = Topology::builder();
     let records = g.source("consume", source);

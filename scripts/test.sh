@@ -8,4 +8,6 @@ address=$(scripts/broker.sh start)
 trap 'scripts/broker.sh stop' EXIT
 export NANOSTREAM_TEST_BROKERS="$address"
 echo "test broker: $address"
+# The durability tests run the kafka_etl example as a real process.
+cargo build -p nanostream-examples --example kafka_etl
 cargo test --workspace "$@"

@@ -45,7 +45,7 @@ pub struct Emitter<T> {
     /// Acknowledgements owed by the items in `buf`.
     acks: Acks,
     /// Acknowledgements of the input chunk the node is working through.
-    current: Acks,
+    current: Owed,
     /// Counts input chunks, so stateful operators can tell whether they
     /// already hold the current chunk's acknowledgements.
     input_seq: u64,
@@ -202,7 +202,7 @@ impl<T> Port<T> {
 /// Moves the first `n` buffered items out as a chunk, leaving a recycled or
 /// fresh allocation. Items emitted after an interrupted flush began stay for
 /// the next flush. A function over the fields, so the port stays borrowed.
-fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut Acks, current: &Acks, n: usize) -> Chunk<T> {
+fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut Acks, current: &Owed, n: usize) -> Chunk<T> {
     let mut next = if spare.capacity() > 0 { std::mem::take(spare) } else { Vec::with_capacity(n) };
     if buf.len() > n {
         next.extend(buf.drain(n..));
@@ -210,12 +210,37 @@ fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut Acks, current:
     Chunk { items: std::mem::replace(buf, next), acks: with_current(std::mem::take(acks), current) }
 }
 
-fn with_current(acks: Acks, current: &Acks) -> Acks {
+fn with_current(acks: Acks, current: &Owed) -> Acks {
     let mut acks = acks;
-    if !current.is_empty() {
-        acks.extend_from(current);
+    if !current.input.is_empty() {
+        acks.extend_from(&current.input);
+    }
+    if !current.adopted.is_empty() {
+        acks.extend_from(&current.adopted);
     }
     acks
+}
+
+/// What everything emitted right now owes: the acknowledgements of the
+/// input being processed, and those an operator adopted from its state.
+/// Kept apart so that holding the input's acknowledgements never copies
+/// adopted ones (which would compound copies at every hold).
+#[derive(Debug, Default)]
+struct Owed {
+    input: Acks,
+    adopted: Acks,
+}
+
+impl Owed {
+    fn clear(&mut self) {
+        self.input.clear();
+        self.adopted.clear();
+    }
+
+    fn move_into(&mut self, acks: &mut Acks) {
+        acks.append(&mut self.input);
+        acks.append(&mut self.adopted);
+    }
 }
 
 impl<T> Emitter<T> {
@@ -224,7 +249,7 @@ impl<T> Emitter<T> {
         Self {
             buf: Vec::new(),
             acks: Acks::default(),
-            current: Acks::default(),
+            current: Owed::default(),
             input_seq: 0,
             spare: Vec::new(),
             limit: usize::MAX,
@@ -248,7 +273,7 @@ impl<T> Emitter<T> {
         Self {
             buf: Vec::new(),
             acks: Acks::default(),
-            current: Acks::default(),
+            current: Owed::default(),
             input_seq: 0,
             spare: Vec::new(),
             limit,
@@ -272,7 +297,7 @@ impl<T> Emitter<T> {
     /// Marks the start of an input chunk whose acknowledgements every output
     /// emitted from now on owes.
     pub(crate) fn begin_input(&mut self, acks: Acks) {
-        self.current = acks;
+        self.current.input = acks;
         self.input_seq += 1;
     }
 
@@ -283,7 +308,7 @@ impl<T> Emitter<T> {
             // its acknowledgements (or there was none): release ours.
             self.current.clear();
         } else {
-            self.acks.append(&mut self.current);
+            self.current.move_into(&mut self.acks);
         }
     }
 
@@ -294,7 +319,7 @@ impl<T> Emitter<T> {
     /// with [`begin_batch`](Emitter::begin_batch) when it emits; the
     /// built-in windows and batches do so. See [`Acks`].
     pub fn current_acks(&self) -> Acks {
-        self.current.clone()
+        self.current.input.clone()
     }
 
     /// Makes every item emitted from now until [`end_batch`](Emitter::end_batch)
@@ -306,7 +331,7 @@ impl<T> Emitter<T> {
     /// ends with the input chunk.
     pub fn begin_batch(&mut self, acks: Acks) {
         let mut acks = acks;
-        self.current.append(&mut acks);
+        self.current.adopted.append(&mut acks);
     }
 
     /// Ends what [`begin_batch`](Emitter::begin_batch) began: the
@@ -327,8 +352,8 @@ impl<T> Emitter<T> {
     pub(crate) fn hold(&self, held: &mut Held) {
         if held.seq != self.input_seq {
             held.seq = self.input_seq;
-            if !self.current.is_empty() {
-                held.acks.extend_from(&self.current);
+            if !self.current.input.is_empty() {
+                held.acks.extend_from(&self.current.input);
             }
         }
     }
@@ -337,7 +362,7 @@ impl<T> Emitter<T> {
     /// (or timer, or final hook) owe what `held` holds: every chunk sent
     /// meanwhile carries a copy.
     pub(crate) fn adopt(&mut self, held: &mut Held) {
-        self.current.append(&mut held.acks);
+        self.current.adopted.append(&mut held.acks);
         held.seq = 0;
     }
 

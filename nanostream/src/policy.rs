@@ -260,7 +260,9 @@ async fn retry_later(policy: Retry, ctx: Option<&Context>, failures: u32, error:
         ctx.record_error();
         tracing::warn!(node = %ctx.name(), attempt = failures, error = %error, ?delay, "retrying an item the node failed on");
     }
-    tokio::time::sleep(delay).await;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 impl<N> Node for WithRetry<N>

@@ -1,4 +1,6 @@
-//! Helpers for tests against the real test broker.
+//! Helpers for tests against the real test broker, shared by several test
+//! targets (each uses a part of them).
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
