@@ -281,3 +281,189 @@ async fn a_failure_never_counts_dropped_acknowledgements_as_done() {
     assert!(ledger.dropped_failing > 0, "in-flight batches were dropped as failing");
     assert!(!ledger.released.contains(&50), "the failing batch is never done");
 }
+
+/// A sink that writes items in transactions: items count as consumed only
+/// when it commits, every `every` chunks and at the end, and it keeps the
+/// acknowledgements of uncommitted chunks until then.
+struct Transactional {
+    ledger: Shared,
+    every: usize,
+    uncommitted: Vec<Item>,
+    held: Vec<Acks>,
+}
+
+impl Transactional {
+    fn new(ledger: &Shared, every: usize) -> Self {
+        Self { ledger: ledger.clone(), every, uncommitted: Vec::new(), held: Vec::new() }
+    }
+
+    fn commit(&mut self) {
+        let mut ledger = self.ledger.lock().expect("not poisoned");
+        for item in self.uncommitted.drain(..) {
+            *ledger.consumed.entry(item.batch).or_default() += 1;
+        }
+        drop(ledger);
+        self.held.clear();
+    }
+}
+
+impl Sink for Transactional {
+    type In = Item;
+    type Error = Infallible;
+
+    fn hold(&mut self, acks: Acks) -> Acks {
+        // The chunks before this one have been consumed in full.
+        if self.held.len() >= self.every {
+            self.commit();
+        }
+        self.held.push(acks);
+        Acks::default()
+    }
+
+    async fn consume(&mut self, item: Item) -> Result<(), Infallible> {
+        tokio::task::yield_now().await;
+        self.uncommitted.push(item);
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), Infallible> {
+        self.commit();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_errors_and_retry_keep_what_the_sink_they_wrap_holds() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 2 * PER_BATCH, ctx: None });
+    g.sink("skipping", Transactional::new(&ledger, 5).skip_errors(), &items);
+    g.sink("retrying", Transactional::new(&ledger, 3).retry(Retry::attempts(3)), &items);
+    run(g).await;
+    check(&ledger);
+}
+
+/// A `futures::Sink` that buffers what it is fed and writes it (counts it as
+/// consumed) only when flushed or closed.
+struct Buffered {
+    ledger: Shared,
+    buffer: Vec<Item>,
+}
+
+impl Buffered {
+    fn write(&mut self) {
+        let mut ledger = self.ledger.lock().expect("not poisoned");
+        for item in self.buffer.drain(..) {
+            *ledger.consumed.entry(item.batch).or_default() += 1;
+        }
+    }
+}
+
+impl futures::Sink<Item> for Buffered {
+    type Error = Infallible;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, item: Item) -> Result<(), Infallible> {
+        self.get_mut().buffer.push(item);
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.get_mut().write();
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.poll_flush(cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn into_sink_releases_items_once_its_sink_flushed_them() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    g.sink("buffered", into_sink(Buffered { ledger: ledger.clone(), buffer: Vec::new() }), items);
+    run(g).await;
+    check(&ledger);
+}
+
+/// Consumes items until `at`, where it fails: with an error, a panic, or a
+/// failure through `Context::fail` (then also returning an error, which
+/// `skip_errors` swallows).
+struct FailsAt {
+    ledger: Shared,
+    at: Item,
+    how: &'static str,
+    ctx: Option<Context>,
+}
+
+impl Sink for FailsAt {
+    type In = Item;
+    type Error = String;
+
+    async fn setup(&mut self, ctx: &Context) -> Result<(), String> {
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+
+    async fn consume(&mut self, item: Item) -> Result<(), String> {
+        if item == self.at {
+            match self.how {
+                "panic" => panic!("broken at {item:?}"),
+                "fail" => self.ctx.as_ref().expect("set up").fail(format!("lost {item:?}")),
+                _ => {}
+            }
+            return Err(format!("broken at {item:?}"));
+        }
+        *self.ledger.lock().expect("not poisoned").consumed.entry(item.batch).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_never_releases_the_chunk_it_failed_in() {
+    for how in ["error", "panic", "fail"] {
+        let ledger = Shared::default();
+        let mut g = Topology::builder();
+        g.chunk_size(16).default_capacity(64);
+        let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+        // The last item of batch 50: the chunk holding it holds the last
+        // copy of that batch's guard.
+        let at = Item { batch: 50, n: PER_BATCH - 1 };
+        let sink = FailsAt { ledger: ledger.clone(), at, how, ctx: None };
+        if how == "fail" {
+            // `Context::fail` gets past the policy.
+            g.sink("sink", sink.skip_errors(), items);
+        } else {
+            g.sink("sink", sink, items);
+        }
+        let error = g.build().expect("valid").run().await.expect_err("fails");
+        match (how, &error) {
+            ("panic", nanostream::Error::NodePanicked { node, .. }) => assert_eq!(node, "sink"),
+            ("error" | "fail", nanostream::Error::NodeFailed { node, source }) => {
+                assert_eq!(node, "sink");
+                let expected = if how == "fail" { "lost" } else { "broken" };
+                assert!(source.to_string().starts_with(expected), "{how}: {source}");
+            }
+            _ => panic!("{how}: unexpected {error:?}"),
+        }
+        let ledger = ledger.lock().expect("not poisoned");
+        assert!(ledger.early.is_empty(), "{how}: a batch counted done early: {:?}", ledger.early);
+        assert!(!ledger.released.contains(&50), "{how}: the batch the sink failed in is never done");
+    }
+}

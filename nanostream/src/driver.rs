@@ -377,6 +377,29 @@ async fn relay_one<T: Send + 'static>(out: &mut Emitter<T>, item: T, acks: Acks)
     }
 }
 
+/// The acknowledgements of the chunk a sink is consuming, released only
+/// once it has consumed all of it. If the sink fails or panics first, the
+/// pipeline is marked failed *before* they drop, so that no source takes
+/// them as done (and commits) in between.
+struct Release<'a> {
+    acks: Option<Acks>,
+    failed: &'a CancellationToken,
+}
+
+impl Release<'_> {
+    fn consumed(mut self) {
+        self.acks = None;
+    }
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if self.acks.is_some() {
+            self.failed.cancel();
+        }
+    }
+}
+
 pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
     Box::new(move |env: NodeEnv| {
         let input = InputSet::new(take_inputs(&inputs));
@@ -409,7 +432,7 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
         };
         stats.add_received(chunk.items.len(), input.queued());
         let started = Instant::now();
-        let release = sink.hold(chunk.acks);
+        let release = Release { acks: Some(sink.hold(chunk.acks)), failed: &env.failed };
         let mut items = chunk.items.into_iter();
         loop {
             let (step, rest) = consume_now(sink, items);
@@ -422,7 +445,7 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
             }
         }
         // The sink has consumed every item: release what it did not keep.
-        drop(release);
+        release.consumed();
         stats.add_busy(started.elapsed());
         if due(sink.deadline()) {
             sink.on_timer().await.map_err(|e| failure(stats, e))?;

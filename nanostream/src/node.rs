@@ -333,6 +333,27 @@ pub struct Context {
     shutdown: CancellationToken,
     failed: CancellationToken,
     stats: Arc<NodeStats>,
+    fatal: Arc<Fatal>,
+}
+
+/// The first failure reported through [`Context::fail`], for the
+/// supervisor of the pipeline.
+#[derive(Debug, Default)]
+pub(crate) struct Fatal {
+    first: std::sync::Mutex<Option<(Arc<str>, BoxError)>>,
+    reported: CancellationToken,
+}
+
+impl Fatal {
+    /// Resolves once some node has called [`Context::fail`].
+    pub(crate) async fn reported(&self) {
+        self.reported.cancelled().await;
+    }
+
+    /// The node that failed first, and its error.
+    pub(crate) fn take(&self) -> Option<(Arc<str>, BoxError)> {
+        self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 impl Context {
@@ -341,13 +362,20 @@ impl Context {
         shutdown: CancellationToken,
         failed: CancellationToken,
         stats: Arc<NodeStats>,
+        fatal: Arc<Fatal>,
     ) -> Self {
-        Self { name, shutdown, failed, stats }
+        Self { name, shutdown, failed, stats, fatal }
     }
 
     /// A context for a node running outside a topology.
     pub(crate) fn detached(name: &str) -> Self {
-        Self::new(name.into(), CancellationToken::new(), CancellationToken::new(), Arc::new(NodeStats::detached()))
+        Self::new(
+            name.into(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+            Arc::new(NodeStats::detached()),
+            Arc::default(),
+        )
     }
 
     /// Whether the pipeline is being torn down because a node failed or a
@@ -358,6 +386,28 @@ impl Context {
     /// stop committing.
     pub fn has_failed(&self) -> bool {
         self.failed.is_cancelled()
+    }
+
+    /// Fails the whole pipeline with `error`, whatever error policy wraps
+    /// this node, as if the node had returned it: the other nodes are
+    /// stopped and `run()` reports it with this node's name (unless another
+    /// node failed first).
+    ///
+    /// This is for failures that no policy may skip, typically found outside
+    /// the call that handles an item: a Kafka sink learning that librdkafka
+    /// gave up on a delivery must not let `skip_errors` turn that into a
+    /// committed offset. From the moment it is called,
+    /// [`has_failed`](Context::has_failed) is true, so acknowledgements
+    /// dropped afterwards are not taken as done. Can be called from any
+    /// thread; only the first call's error is kept.
+    pub fn fail(&self, error: impl Into<BoxError>) {
+        self.failed.cancel();
+        let mut first = self.fatal.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if first.is_none() && !self.fatal.reported.is_cancelled() {
+            *first = Some((self.name.clone(), error.into()));
+        }
+        drop(first);
+        self.fatal.reported.cancel();
     }
 
     /// Counts an error the node handled itself (skipped or retried), in the

@@ -143,6 +143,10 @@ impl<K: Sink> Sink for SkipErrors<K> {
         self.inner.setup(ctx).await
     }
 
+    fn hold(&mut self, acks: Acks) -> Acks {
+        self.inner.hold(acks)
+    }
+
     async fn consume(&mut self, item: K::In) -> Result<(), K::Error> {
         match AssertUnwindSafe(self.inner.consume(item)).catch_unwind().await {
             Ok(Ok(())) => {}
@@ -335,6 +339,10 @@ where
     async fn setup(&mut self, ctx: &Context) -> Result<(), K::Error> {
         self.ctx = Some(ctx.clone());
         self.inner.setup(ctx).await
+    }
+
+    fn hold(&mut self, acks: Acks) -> Acks {
+        self.inner.hold(acks)
     }
 
     async fn consume(&mut self, item: K::In) -> Result<(), K::Error> {

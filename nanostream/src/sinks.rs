@@ -9,6 +9,7 @@ use std::task::{Context as TaskContext, Poll};
 use futures::{SinkExt as _, Stream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::edge::Acks;
 use crate::error::BoxError;
 use crate::node::{Now, Sink};
 
@@ -183,8 +184,18 @@ where
 /// A sink that forwards into a [`futures::Sink`]; see [`into_sink`].
 pub struct IntoSink<S, T> {
     sink: S,
+    /// Acknowledgements of the chunk being fed.
+    current: Acks,
+    /// Acknowledgements of earlier chunks, fed but not yet flushed.
+    unflushed: Acks,
+    /// Items fed since the last flush.
+    fed: usize,
     _in: PhantomData<fn(T)>,
 }
+
+/// Most items an [`IntoSink`] feeds before it flushes its sink, so that the
+/// acknowledgements it keeps until a flush stay few.
+const FLUSH_EVERY: usize = 1 << 16;
 
 impl<S, T> std::fmt::Debug for IntoSink<S, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,8 +206,10 @@ impl<S, T> std::fmt::Debug for IntoSink<S, T> {
 /// A sink that feeds every item into a [`futures::Sink`].
 ///
 /// Items are fed without flushing each one; the sink is flushed whenever no
-/// more input is ready, and closed at the end of input. An error from the
-/// sink fails the node.
+/// more input is ready (and at least every 65,536 items), and closed at the
+/// end of input. An item counts as done (see [`Acks`]) only once a flush or
+/// the close that follows it succeeded. An error from the sink fails the
+/// node.
 ///
 /// # Examples
 ///
@@ -218,7 +231,7 @@ pub fn into_sink<S, T>(sink: S) -> IntoSink<S, T>
 where
     S: futures::Sink<T> + Unpin + Send + 'static,
 {
-    IntoSink { sink, _in: PhantomData }
+    IntoSink { sink, current: Acks::default(), unflushed: Acks::default(), fed: 0, _in: PhantomData }
 }
 
 impl<S, T> Sink for IntoSink<S, T>
@@ -230,16 +243,38 @@ where
     type In = T;
     type Error = S::Error;
 
+    fn hold(&mut self, acks: Acks) -> Acks {
+        // The previous chunk has been fed in full; it is done once flushed.
+        let fed = std::mem::replace(&mut self.current, acks);
+        self.unflushed.merge(fed);
+        Acks::default()
+    }
+
     async fn consume(&mut self, item: T) -> Result<(), S::Error> {
-        self.sink.feed(item).await
+        self.sink.feed(item).await?;
+        self.fed += 1;
+        if self.fed >= FLUSH_EVERY {
+            self.sink.flush().await?;
+            self.fed = 0;
+            // The current chunk is not fed in full yet: keep its guards.
+            self.unflushed.clear();
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), S::Error> {
-        self.sink.flush().await
+        self.sink.flush().await?;
+        self.fed = 0;
+        self.unflushed.clear();
+        self.current.clear();
+        Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), S::Error> {
-        self.sink.close().await
+        self.sink.close().await?;
+        self.unflushed.clear();
+        self.current.clear();
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use crate::builder::TopologyBuilder;
 use crate::driver::{NodeEnv, NodeFailure, NodeResult, Prepared, panic_message};
 use crate::edge::EdgeRef;
 use crate::error::{AbandonedNode, AbandonedReport, Error};
-use crate::node::Context;
+use crate::node::{Context, Fatal};
 use crate::report::{NodeInfo, NodeSnapshot};
 use crate::stats::NodeStats;
 
@@ -154,6 +154,7 @@ impl Topology {
         let shutdown = CancellationToken::new();
         let failed = CancellationToken::new();
         let abort = CancellationToken::new();
+        let fatal = Arc::new(Fatal::default());
         let mut set = JoinSet::new();
         let mut ids = HashMap::with_capacity(self.nodes.len());
         let mut infos = Vec::with_capacity(self.nodes.len());
@@ -161,7 +162,7 @@ impl Topology {
             let name: Arc<str> = plan.name.into();
             let stats = Arc::new(NodeStats::new(&name));
             let env = NodeEnv {
-                ctx: Context::new(name.clone(), shutdown.clone(), failed.clone(), stats.clone()),
+                ctx: Context::new(name.clone(), shutdown.clone(), failed.clone(), stats.clone(), fatal.clone()),
                 failed: failed.clone(),
             };
             let span = tracing::info_span!("node", name = %name);
@@ -172,9 +173,13 @@ impl Topology {
         let nodes: Arc<[NodeInfo]> = infos.into();
         let done = CancellationToken::new();
         if let Some(every) = self.progress {
-            tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()));
+            let span = tracing::info_span!("nanostream_progress");
+            tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()).instrument(span));
         }
-        let supervisor = tokio::spawn(supervise(set, ids, nodes.clone(), failed, abort.clone(), done.clone()));
+        let span = tracing::info_span!("nanostream_supervisor");
+        let supervisor = tokio::spawn(
+            supervise(set, ids, nodes.clone(), failed, fatal, abort.clone(), done.clone()).instrument(span),
+        );
         TopologyHandle { shutdown, abort, done, supervisor, nodes }
     }
 }
@@ -249,6 +254,7 @@ async fn supervise(
     ids: HashMap<tokio::task::Id, usize>,
     nodes: Arc<[NodeInfo]>,
     failed: CancellationToken,
+    fatal: Arc<Fatal>,
     abort: CancellationToken,
     done: CancellationToken,
 ) -> Outcome {
@@ -256,9 +262,23 @@ async fn supervise(
     let _done = done.drop_guard();
     let mut running = vec![true; nodes.len()];
     let mut outcome = Outcome::default();
+    let mut fatal_seen = false;
     loop {
         let joined = tokio::select! {
             joined = set.join_next_with_id() => joined,
+            () = fatal.reported(), if !fatal_seen => {
+                // A node failed through `Context::fail`, past its policies.
+                fatal_seen = true;
+                if let Some((node, source)) = fatal.take()
+                    && outcome.error.is_none()
+                {
+                    tracing::debug!(node = %node, "node failed; stopping the pipeline");
+                    outcome.error = Some(Error::NodeFailed { node: node.to_string(), source });
+                }
+                failed.cancel();
+                set.abort_all();
+                continue;
+            }
             () = abort.cancelled(), if outcome.abandoned.is_none() => {
                 let report = abandoned(&nodes, &running);
                 tracing::warn!(%report, "shutdown deadline passed; aborting nodes");
