@@ -9,6 +9,7 @@
 //! before it, so nothing is committed past a record still in flight.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use nanostream::Context;
@@ -21,6 +22,8 @@ struct Log {
     /// Distinguishes this assignment of the partition from earlier ones, so
     /// guards from before a revocation cannot touch it.
     id: u64,
+    /// The rebalance generation in which the partition was assigned.
+    since: u64,
     /// Sequence number of `pending[0]`.
     base: u64,
     /// Last offset of each batch not yet done in order, and whether it is
@@ -52,10 +55,23 @@ struct State {
     next_id: u64,
 }
 
+impl State {
+    fn open(&mut self, key: Key, since: u64) {
+        self.next_id += 1;
+        let log = Log { id: self.next_id, since, base: 0, pending: VecDeque::new(), completed: None, committed: None };
+        self.logs.insert(key, log);
+    }
+}
+
 /// The offsets of one source.
 #[derive(Debug, Default)]
 pub(crate) struct Offsets {
     state: Mutex<State>,
+    /// Counts assignments and revocations. A batch is read within one
+    /// generation; if the generation moved on before the batch is
+    /// registered, its records of partitions revoked (or revoked and
+    /// assigned again) in between are stale.
+    generation: AtomicU64,
     ctx: OnceLock<Context>,
 }
 
@@ -74,27 +90,49 @@ impl Offsets {
         self.ctx.get().is_some_and(Context::has_failed)
     }
 
-    /// Registers a batch holding, per partition, records up to the given last
-    /// offset; the guard marks them done when dropped.
-    pub(crate) fn batch(self: &Arc<Self>, parts: &[(Arc<str>, i32, i64)]) -> BatchGuard {
+    /// The current rebalance generation.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Starts tracking newly assigned partitions.
+    pub(crate) fn assign(&self, assigned: &TopicPartitionList) {
+        let mut state = self.lock();
+        let since = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        for elem in assigned.elements() {
+            let key = (Arc::from(elem.topic()), elem.partition());
+            if !state.logs.contains_key(&key) {
+                state.open(key, since);
+            }
+        }
+    }
+
+    /// Registers a batch read in `generation` holding, per partition,
+    /// records up to the given last offset; the guard marks them done when
+    /// dropped.
+    ///
+    /// Partitions revoked since `generation` (even if assigned again) are
+    /// left out and returned: their records are stale, and another member
+    /// (or this one, from the committed offset) reads them again.
+    pub(crate) fn batch(
+        self: &Arc<Self>,
+        parts: &[(Arc<str>, i32, i64)],
+        generation: u64,
+    ) -> (BatchGuard, Vec<(Arc<str>, i32)>) {
         let mut state = self.lock();
         let mut entries = Vec::with_capacity(parts.len());
+        let mut stale = Vec::new();
         for (topic, partition, last) in parts {
             let key = (topic.clone(), *partition);
-            if !state.logs.contains_key(&key) {
-                state.next_id += 1;
-                let id = state.next_id;
-                state.logs.insert(
-                    key.clone(),
-                    Log { id, base: 0, pending: VecDeque::new(), completed: None, committed: None },
-                );
-            }
-            let Some(log) = state.logs.get_mut(&key) else { continue };
+            let Some(log) = state.logs.get_mut(&key).filter(|log| log.since <= generation) else {
+                stale.push(key);
+                continue;
+            };
             let seq = log.base + log.pending.len() as u64;
             log.pending.push_back((*last, false));
             entries.push((key, log.id, seq));
         }
-        BatchGuard { offsets: self.clone(), entries }
+        (BatchGuard { offsets: self.clone(), entries }, stale)
     }
 
     /// Offsets that can be committed (optionally only for `only`), which
@@ -137,6 +175,7 @@ impl Offsets {
     /// Forgets revoked partitions; their guards become no-ops.
     pub(crate) fn forget(&self, revoked: &TopicPartitionList) {
         let mut state = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         for elem in revoked.elements() {
             state.logs.remove(&(Arc::from(elem.topic()), elem.partition()));
         }
@@ -189,13 +228,28 @@ mod tests {
         out
     }
 
+    fn assigned(partitions: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition("t", *p);
+        }
+        tpl
+    }
+
+    fn batch(offsets: &Arc<Offsets>, parts: &[(Arc<str>, i32, i64)]) -> BatchGuard {
+        let (guard, stale) = offsets.batch(parts, offsets.generation());
+        assert!(stale.is_empty());
+        guard
+    }
+
     #[test]
     fn commits_only_past_contiguously_done_batches() {
         let offsets = Arc::new(Offsets::default());
+        offsets.assign(&assigned(&[0, 1]));
         let t: Arc<str> = Arc::from("t");
-        let a = offsets.batch(&[(t.clone(), 0, 9)]);
-        let b = offsets.batch(&[(t.clone(), 0, 19)]);
-        let c = offsets.batch(&[(t.clone(), 0, 29), (t.clone(), 1, 4)]);
+        let a = batch(&offsets, &[(t.clone(), 0, 9)]);
+        let b = batch(&offsets, &[(t.clone(), 0, 19)]);
+        let c = batch(&offsets, &[(t.clone(), 0, 29), (t.clone(), 1, 4)]);
         drop(b);
         assert!(committable(&offsets).is_empty(), "b is done but a is not");
         drop(a);
@@ -210,15 +264,49 @@ mod tests {
     #[test]
     fn guards_from_a_revoked_assignment_do_not_touch_a_new_one() {
         let offsets = Arc::new(Offsets::default());
+        offsets.assign(&assigned(&[0]));
         let t: Arc<str> = Arc::from("t");
-        let old = offsets.batch(&[(t.clone(), 0, 9)]);
-        let mut revoked = TopicPartitionList::new();
-        revoked.add_partition("t", 0);
-        offsets.forget(&revoked);
-        let new = offsets.batch(&[(t.clone(), 0, 99)]);
+        let old = batch(&offsets, &[(t.clone(), 0, 9)]);
+        offsets.forget(&assigned(&[0]));
+        offsets.assign(&assigned(&[0]));
+        let new = batch(&offsets, &[(t.clone(), 0, 99)]);
         drop(old);
         assert!(committable(&offsets).is_empty());
         drop(new);
         assert_eq!(committable(&offsets), [("t".into(), 0, 100)]);
+    }
+
+    #[test]
+    fn a_batch_read_across_a_revocation_leaves_out_the_revoked_partitions() {
+        let offsets = Arc::new(Offsets::default());
+        offsets.assign(&assigned(&[0, 1]));
+        let t: Arc<str> = Arc::from("t");
+        let read_in = offsets.generation();
+        // While the batch was being read, partition 0 was revoked, and
+        // (eager protocol) partitions 0 and 1 assigned again.
+        offsets.forget(&assigned(&[0]));
+        offsets.assign(&assigned(&[0]));
+        let (guard, stale) = offsets.batch(&[(t.clone(), 0, 50), (t.clone(), 1, 7)], read_in);
+        assert_eq!(stale, [(t.clone(), 0)]);
+        drop(guard);
+        assert_eq!(committable(&offsets), [("t".into(), 1, 8)], "nothing committed for the stale partition 0");
+        // Partition 0's new assignment starts clean.
+        let fresh = batch(&offsets, &[(t.clone(), 0, 3)]);
+        drop(fresh);
+        assert_eq!(committable(&offsets), [("t".into(), 0, 4)]);
+    }
+
+    #[test]
+    fn a_batch_of_a_partition_no_longer_assigned_is_not_tracked() {
+        let offsets = Arc::new(Offsets::default());
+        offsets.assign(&assigned(&[0]));
+        let t: Arc<str> = Arc::from("t");
+        let read_in = offsets.generation();
+        offsets.forget(&assigned(&[0]));
+        let (guard, stale) = offsets.batch(&[(t.clone(), 0, 50)], read_in);
+        assert_eq!(stale, [(t.clone(), 0)]);
+        drop(guard);
+        assert!(committable(&offsets).is_empty());
+        assert!(offsets.all_done());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use nanostream::{Acks, Context, Sink};
@@ -74,6 +74,8 @@ struct Shared {
     /// so their records are read again after a restart.
     undelivered: Mutex<Vec<Arc<Owed>>>,
     delivered: AtomicU64,
+    /// The sink's context once it runs in a topology.
+    ctx: OnceLock<Context>,
     /// Set while the sink waits for room in librdkafka's queue.
     waiting: AtomicBool,
     room: Notify,
@@ -95,9 +97,16 @@ impl ProducerContext for SinkContext {
                 drop(owed);
             }
             Err((error, message)) => {
-                let failure = Error::Delivery { topic: message.topic().to_owned(), message: error.to_string() };
+                let failure = || Error::Delivery { topic: message.topic().to_owned(), message: error.to_string() };
+                // librdkafka has given up on this message. Fail the pipeline
+                // before anything else happens to its acknowledgements, and
+                // whatever policy wraps the sink: skipping it would let its
+                // record be committed although its output is lost.
+                if let Some(ctx) = self.shared.ctx.get() {
+                    ctx.fail(failure());
+                }
                 self.shared.undelivered.lock().unwrap_or_else(PoisonError::into_inner).push(owed);
-                self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner).push(failure);
+                self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner).push(failure());
                 self.shared.failed.store(true, Ordering::Release);
             }
         }
@@ -116,9 +125,12 @@ impl ProducerContext for SinkContext {
 /// instead of failing. At the end of input, everything in flight is flushed.
 ///
 /// A record's acknowledgement is released only once every message derived
-/// from it is delivered. A message that cannot be delivered (after
-/// librdkafka's own retries) is an error of the sink, reported at the next
-/// item (by default failing the pipeline); its record is never acknowledged.
+/// from it is delivered. A message that cannot be delivered (librdkafka
+/// retries for `delivery.timeout.ms`, 5 minutes by default) fails the
+/// pipeline, whatever error policy wraps the sink (see [`Context::fail`]):
+/// its record is never acknowledged, so it is read again after a restart.
+/// Errors about one item (it cannot be encoded, it names no topic) are
+/// ordinary errors of the sink that policies such as `skip_errors` apply to.
 ///
 /// # Examples
 ///
@@ -224,6 +236,7 @@ where
 
     async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
         self.ctx = Some(ctx.clone());
+        let _ = self.shared.ctx.set(ctx.clone());
         Ok(())
     }
 
@@ -280,6 +293,11 @@ where
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
+        // No more input for now: messages in flight keep their own copies of
+        // the acknowledgements; the sink must not keep the last chunk's
+        // (which would hold its records back until more input arrives).
+        self.copies.clear();
+        self.current = Arc::new(Owed(Acks::default()));
         self.shared.take_failure()
     }
 

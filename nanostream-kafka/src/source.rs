@@ -12,7 +12,7 @@ use nanostream::{Acks, Context, Emitter, Source};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
@@ -146,11 +146,11 @@ impl KafkaSourceBuilder {
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         let dead_letters = match &self.decode_errors {
             DecodeErrors::DeadLetter(topic) => {
+                // The connection settings the consumer was given (brokers,
+                // TLS, SASL, ...) apply to the dead-letter producer too.
                 let mut producer = ClientConfig::new();
-                for key in
-                    ["bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username", "sasl.password"]
-                {
-                    if let Some(value) = config.get(key) {
+                for (key, value) in config.config_map() {
+                    if CONNECTION_SETTINGS.iter().any(|prefix| key.starts_with(prefix)) {
                         producer.set(key, value);
                     }
                 }
@@ -174,6 +174,24 @@ impl KafkaSourceBuilder {
         })
     }
 }
+
+/// Prefixes of the librdkafka settings that say how to reach and log in to
+/// the cluster, shared by consumers and producers.
+const CONNECTION_SETTINGS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "client.id",
+    "client.dns.lookup",
+    "broker.address.",
+    "security.protocol",
+    "ssl.",
+    "ssl_",
+    "sasl.",
+    "socket.",
+    "api.version",
+    "broker.version.fallback",
+    "enable.ssl.certificate.verification",
+];
 
 /// Consumes messages from several topics in one consumer group and emits
 /// them as [`Record`]s, committing an offset only once everything derived
@@ -326,6 +344,7 @@ impl ConsumerContext for SourceContext {
                         }
                     }
                 }
+                self.offsets.assign(tpl);
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
                 if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
             }
@@ -380,6 +399,19 @@ impl<T, D> KafkaSource<T, D> {
     }
 }
 
+/// Fails on a fatal consumer error; logs and counts the others (a broker
+/// going away, an unknown topic), which librdkafka recovers from itself.
+fn consumer_error(error: KafkaError, ctx: &Context) -> Result<(), Error> {
+    match error {
+        KafkaError::MessageConsumption(code) => {
+            ctx.record_error();
+            tracing::warn!(error = %code, "consumer error; librdkafka keeps trying");
+            Ok(())
+        }
+        fatal => Err(fatal.into()),
+    }
+}
+
 fn headers_of(message: &BorrowedMessage<'_>) -> Vec<Header> {
     message
         .headers()
@@ -419,89 +451,141 @@ where
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dead_letters: FuturesUnordered<DeadLetterDelivery> = FuturesUnordered::new();
         let mut batch_letters: Vec<Delivery> = Vec::new();
-        let mut records = Vec::with_capacity(self.batch);
+        let mut records: Vec<Record<T>> = Vec::with_capacity(self.batch);
         let mut parts: Vec<(Arc<str>, i32, i64)> = Vec::new();
+        // A message read after a rebalance, waiting for the next batch.
+        let mut carried = None;
         loop {
-            let first = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some((delivered, acks)) = dead_letters.next(), if !dead_letters.is_empty() => {
-                    delivered.map_err(Error::DeadLetter)?;
-                    drop(acks);
-                    continue;
-                }
-                _ = commit_tick.tick() => {
-                    self.commit(CommitMode::Async);
-                    continue;
-                }
-                message = stream.next() => message,
+            let first = match carried.take() {
+                Some(message) => Some(message),
+                None => tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    Some((delivered, acks)) = dead_letters.next(), if !dead_letters.is_empty() => {
+                        delivered.map_err(Error::DeadLetter)?;
+                        drop(acks);
+                        continue;
+                    }
+                    _ = commit_tick.tick() => {
+                        self.commit(CommitMode::Async);
+                        continue;
+                    }
+                    message = stream.next() => message,
+                },
             };
             let Some(first) = first else { break };
+            // Rebalances run inside `stream.next()`: everything in this batch
+            // is read within one generation of the assignment.
+            let generation = self.offsets.generation();
             // Take what else is ready now, up to one batch, without waiting.
             let mut next = Some(first);
             while let Some(result) = next.take() {
-                let message = result?;
-                let topic = self.topic_name(message.topic());
-                let (partition, offset) = (message.partition(), message.offset());
-                match parts.iter_mut().find(|(t, p, _)| *p == partition && **t == *topic) {
-                    Some(part) => part.2 = offset,
-                    None => parts.push((topic.clone(), partition, offset)),
-                }
-                let payload = message.payload().unwrap_or_default();
-                match self.decoder.decode(payload) {
-                    Ok(value) => records.push(Record {
-                        topic,
-                        partition,
-                        offset,
-                        key: message.key().map(<[u8]>::to_vec),
-                        headers: headers_of(&message),
-                        timestamp: message.timestamp().to_millis(),
-                        value,
-                    }),
-                    Err(error) => match &self.decode_errors {
-                        DecodeErrors::Fail => {
-                            return Err(Error::Decode { topic: topic.to_string(), partition, offset, source: error });
-                        }
-                        DecodeErrors::Skip => {
-                            ctx.record_error();
-                            tracing::warn!(%topic, partition, offset, %error, "skipping a message that does not decode");
-                        }
-                        DecodeErrors::DeadLetter(_) => {
-                            ctx.record_error();
-                            batch_letters.push(self.dead_letter(&message, &error.to_string()));
-                        }
-                    },
+                let message = match result {
+                    Ok(message) => Some(message),
+                    Err(error) => {
+                        consumer_error(error, &ctx)?;
+                        None
+                    }
+                };
+                if let Some(message) = message {
+                    let topic = self.topic_name(message.topic());
+                    let (partition, offset) = (message.partition(), message.offset());
+                    match parts.iter_mut().find(|(t, p, _)| *p == partition && **t == *topic) {
+                        Some(part) => part.2 = offset,
+                        None => parts.push((topic.clone(), partition, offset)),
+                    }
+                    let payload = message.payload().unwrap_or_default();
+                    match self.decoder.decode(payload) {
+                        Ok(value) => records.push(Record {
+                            topic,
+                            partition,
+                            offset,
+                            key: message.key().map(<[u8]>::to_vec),
+                            headers: headers_of(&message),
+                            timestamp: message.timestamp().to_millis(),
+                            value,
+                        }),
+                        Err(error) => match &self.decode_errors {
+                            DecodeErrors::Fail => {
+                                return Err(Error::Decode {
+                                    topic: topic.to_string(),
+                                    partition,
+                                    offset,
+                                    source: error,
+                                });
+                            }
+                            DecodeErrors::Skip => {
+                                ctx.record_error();
+                                tracing::warn!(%topic, partition, offset, %error, "skipping a message that does not decode");
+                            }
+                            DecodeErrors::DeadLetter(_) => {
+                                ctx.record_error();
+                                batch_letters.push(self.dead_letter(&message, &error.to_string()));
+                            }
+                        },
+                    }
                 }
                 if records.len() + batch_letters.len() < self.batch {
                     next = stream.next().now_or_never().flatten();
+                    if next.is_some() && self.offsets.generation() != generation {
+                        // The assignment changed: this message starts the
+                        // next batch.
+                        carried = next.take();
+                    }
                 }
             }
-            let acks = if self.track { Acks::new::<BatchGuard>(self.offsets.batch(&parts)) } else { Acks::default() };
+            let acks = if self.track {
+                let (guard, stale) = self.offsets.batch(&parts, generation);
+                if !stale.is_empty() {
+                    // Read before their partitions were revoked: whoever owns
+                    // them now reads them again from the committed offset.
+                    records.retain(|r| !stale.iter().any(|(t, p)| *p == r.partition && *t == r.topic));
+                    tracing::debug!(partitions = stale.len(), "dropping records of revoked partitions");
+                }
+                Acks::new::<BatchGuard>(guard)
+            } else {
+                Acks::default()
+            };
             parts.clear();
             // A dead letter's message is done once the letter is delivered.
             for delivery in batch_letters.drain(..) {
                 let owed = acks.clone();
                 dead_letters.push(Box::pin(async move { (delivery.await, owed) }));
             }
-            let full = records.len() >= self.batch;
             out.begin_batch(acks);
             for record in records.drain(..) {
                 out.emit(record).await;
             }
             out.end_batch();
-            if !full {
-                // Nothing more was ready: send what we have before waiting.
-                out.flush().await;
-            }
+            // Send what is buffered before waiting for more (a full batch
+            // has mostly been sent in chunks already).
+            out.flush().await;
         }
         // Stop consuming; let the graph drain; commit once all is done.
         out.close().await;
+        drop(carried);
         while let Some((delivered, acks)) = dead_letters.next().await {
             delivered.map_err(Error::DeadLetter)?;
             drop(acks);
         }
-        while !self.offsets.all_done() && !ctx.has_failed() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if self.track {
+            // Keep serving the group (rebalances, heartbeats) while the graph
+            // drains, without reading more: a message that still arrives is
+            // not tracked, so it is read again after a restart.
+            if let Ok(assignment) = self.consumer.assignment() {
+                let _ = self.consumer.pause(&assignment);
+            }
+            let mut poll = tokio::time::interval(Duration::from_millis(10));
+            while !self.offsets.all_done() && !ctx.has_failed() {
+                tokio::select! {
+                    _ = poll.tick() => {}
+                    message = stream.next() => {
+                        if let Some(Err(error)) = message {
+                            consumer_error(error, &ctx)?;
+                        }
+                    }
+                }
+            }
         }
         self.commit(CommitMode::Sync);
         self.consumer.unsubscribe();

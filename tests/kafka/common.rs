@@ -157,3 +157,21 @@ fn read_topic_after(topic: &str, partitions: i32, already: &[Read]) -> Vec<Read>
 pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
     pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
 }
+
+/// The offsets `group` has committed for partitions `0..partitions` of
+/// `topic` (-1 where it has committed nothing).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers()).set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    (0..partitions)
+        .map(|p| match offsets.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}

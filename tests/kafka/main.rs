@@ -358,3 +358,34 @@ async fn a_restarted_group_resumes_after_what_it_committed() {
         consume_n(source(&group, &[&topic]).start_from(StartFrom::Earliest).build(Utf8).expect("source"), 140).await;
     assert_eq!(replay.len(), 140);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pipeline_commits_everything_it_delivered() {
+    let (input, output) = (unique("idle-in"), unique("idle-out"));
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    let group = unique("idle");
+    let source = source(&group, &[&input]).commit_interval(Duration::from_millis(100)).build(Utf8).expect("source");
+    let sink = KafkaSink::builder(&brokers()).default_topic(&output).build(Utf8).expect("sink");
+    let mut g = Topology::builder();
+    let records = g.source("consume", source);
+    let messages = g.node("forward", map(|r: Record<String>| Outgoing::new(r.value)), records);
+    g.sink("produce", sink, messages);
+    let running = g.build().expect("valid").start();
+
+    produce(&input, (0..10).map(|i| (None, format!("m{i}").into_bytes()))).await;
+    assert_eq!(read(&output, 1, 10).await.len(), 10);
+    // Nothing else arrives, yet the last batch must be committed: no node
+    // may hold its acknowledgements back until more input comes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (group, input) = (group.clone(), input.clone());
+        let offsets = tokio::task::spawn_blocking(move || committed(&group, &input, 1)).await.expect("reader");
+        if offsets == [10] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the group committed {offsets:?} while idle, expected [10]");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
+}
