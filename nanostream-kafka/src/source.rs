@@ -12,7 +12,7 @@ use nanostream::{Acks, Context, Emitter, Source};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
@@ -623,23 +623,31 @@ impl<T, D> KafkaSource<T, D> {
         for (key, value) in &origin {
             headers = headers.insert(rdkafka::message::Header { key, value: Some(value.as_bytes()) });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).payload(message.payload().unwrap_or_default()).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        match producer.send_result(record) {
-            Ok(delivery) => Box::pin(async move {
-                match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(error.to_string()),
-                    Err(_) => Err("the producer was dropped".to_owned()),
-                }
-            }),
-            Err((error, _)) => {
-                let error = error.to_string();
-                Box::pin(async move { Err(error) })
+        let (producer, topic) = (producer.clone(), topic.clone());
+        let payload = message.payload().unwrap_or_default().to_vec();
+        let key = message.key().map(<[u8]>::to_vec);
+        Box::pin(async move {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&topic).payload(&payload[..]).headers(headers);
+            if let Some(key) = &key {
+                record = record.key(&key[..]);
             }
-        }
+            let delivery = loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    // The local queue is full: wait for room rather than fail.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((error, _)) => return Err(error.to_string()),
+                }
+            };
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error.to_string()),
+                Err(_) => Err("the producer was dropped".to_owned()),
+            }
+        })
     }
 }

@@ -384,6 +384,11 @@ impl<T, K, S, KF, I, F> std::fmt::Debug for FoldByKey<T, K, S, KF, I, F> {
 /// `(key, state)` for every key when the input ends (in no particular
 /// order). For results per time period, use [`tumbling`] windows.
 ///
+/// Every input is folded into state that is only emitted at the end, so it
+/// stays unacknowledged (see [`Acks`](crate::Acks)) until then: on an endless
+/// source such as Kafka, nothing upstream of it is committed. Use windows
+/// there, which release their inputs as each window's result is sent.
+///
 /// # Examples
 ///
 /// ```
