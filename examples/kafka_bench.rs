@@ -42,6 +42,15 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde_json::{Map, Value};
 
+/// With `--features mimalloc`, both sides run on mimalloc instead of the
+/// system allocator (see the README: glibc's malloc makes frees of memory
+/// allocated on another thread, as in any multi-task pipeline, contend).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system (glibc malloc)" };
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Kafka bootstrap servers.
@@ -60,6 +69,10 @@ struct Args {
     /// Run only the variants whose name contains this (for profiling).
     #[arg(long)]
     only: Option<String>,
+    /// Worker threads of the Tokio runtime the nanostream pipelines run on
+    /// (the hand-written loop runs on one thread of its own).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 const GROUP_SETTINGS: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
@@ -235,7 +248,8 @@ fn run_hand_written(brokers: &str, input: &str, n: u64) -> (Duration, Duration) 
 
 fn main() {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers).enable_all().build().expect("runtime");
     let input = match &args.input {
         Some(input) => input.clone(),
         None => {
@@ -288,7 +302,10 @@ fn main() {
             |v: &[f64]| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
         (median(&rates), median(&cpus), rates[rates.len() - 1], cpus[0])
     };
-    println!("{} messages, input topic with 3 partitions, {} rounds", args.messages, args.rounds);
+    println!(
+        "{} messages, input topic with 3 partitions, {} rounds, allocator: {ALLOCATOR}, nanostream on {} Tokio worker(s)",
+        args.messages, args.rounds, args.workers
+    );
     println!();
     println!(
         "| pipeline | messages/s (median) | CPU µs/message (median) | messages/s (best) | CPU µs/message (best) |"
