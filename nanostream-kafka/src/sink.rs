@@ -55,7 +55,6 @@ impl KafkaSinkBuilder {
             current: Arc::new(Owed(Acks::default())),
             copies: Vec::new(),
             buf: Vec::new(),
-            ctx: None,
             _t: PhantomData,
         })
     }
@@ -158,7 +157,6 @@ pub struct KafkaSink<T, E> {
     /// this task and librdkafka's thread, which drops the copies.
     copies: Vec<Arc<Owed>>,
     buf: Vec<u8>,
-    ctx: Option<Context>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -235,7 +233,6 @@ where
     type Error = Error;
 
     async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
-        self.ctx = Some(ctx.clone());
         let _ = self.shared.ctx.set(ctx.clone());
         Ok(())
     }
