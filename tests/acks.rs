@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nanostream::prelude::*;
-use nanostream::{Acks, Retry, Windowed};
+use nanostream::{AckGuard, AckOutcome, Acks, Retry, Windowed};
 
 const BATCHES: u64 = 200;
 const PER_BATCH: u64 = 50;
@@ -31,8 +31,8 @@ struct Ledger {
     consumed: HashMap<u64, u64>,
     released: Vec<u64>,
     early: Vec<(u64, u64)>,
-    /// Guards dropped while the pipeline was failing.
-    dropped_failing: u64,
+    /// Guards abandoned: some copy was dropped without being released.
+    abandoned: u64,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -41,14 +41,13 @@ struct Guard {
     batch: u64,
     expected: u64,
     ledger: Shared,
-    ctx: Context,
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
+impl AckGuard for Guard {
+    fn settle(self, outcome: AckOutcome) {
         let mut ledger = self.ledger.lock().expect("not poisoned");
-        if self.ctx.has_failed() {
-            ledger.dropped_failing += 1;
+        if outcome == AckOutcome::Abandoned {
+            ledger.abandoned += 1;
             return;
         }
         let consumed = ledger.consumed.get(&self.batch).copied().unwrap_or(0);
@@ -65,22 +64,15 @@ struct Batches {
     ledger: Shared,
     /// Items each batch must deliver, over all sinks.
     expected: u64,
-    ctx: Option<Context>,
 }
 
 impl Source for Batches {
     type Out = Item;
     type Error = Infallible;
 
-    async fn setup(&mut self, ctx: &Context) -> Result<(), Infallible> {
-        self.ctx = Some(ctx.clone());
-        Ok(())
-    }
-
     async fn run(&mut self, out: &mut Emitter<Item>) -> Result<(), Infallible> {
-        let ctx = self.ctx.clone().expect("set up");
         for batch in 0..BATCHES {
-            let guard = Guard { batch, expected: self.expected, ledger: self.ledger.clone(), ctx: ctx.clone() };
+            let guard = Guard { batch, expected: self.expected, ledger: self.ledger.clone() };
             out.begin_batch(Acks::new(guard));
             for n in 0..PER_BATCH {
                 out.emit(Item { batch, n }).await;
@@ -90,10 +82,6 @@ impl Source for Batches {
             tokio::task::yield_now().await;
         }
         Ok(())
-    }
-
-    fn flushes_itself(&self) -> bool {
-        true
     }
 }
 
@@ -128,7 +116,7 @@ fn check(ledger: &Shared) {
         &ledger.early[..ledger.early.len().min(5)]
     );
     assert_eq!(ledger.released.len() as u64, BATCHES, "every batch is eventually acknowledged");
-    assert_eq!(ledger.dropped_failing, 0);
+    assert_eq!(ledger.abandoned, 0);
 }
 
 async fn run(g: TopologyBuilder) {
@@ -145,7 +133,7 @@ async fn fan_out_and_fan_in_release_a_batch_after_every_branch_consumed_it() {
     g.chunk_size(16).default_capacity(64);
     // Two branches into one sink, plus a third branch into its own sink:
     // every batch owes 3 × PER_BATCH consumptions.
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 3 * PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 3 * PER_BATCH });
     let a = g.node("a", map(|i: Item| i), &items);
     let b = g.node("b", map(|i: Item| i), &items);
     g.sink("merged", recorder(&ledger, one), [a, b]);
@@ -159,7 +147,7 @@ async fn filtered_items_are_terminal() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH / 2, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH / 2 });
     let even = g.node("even", filter(|i: &Item| i.n.is_multiple_of(2)), items);
     g.sink("sink", recorder(&ledger, one), even);
     run(g).await;
@@ -171,7 +159,7 @@ async fn batches_hold_their_inputs_until_the_batch_is_consumed() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     // Batches of 7 straddle the source's batches of 50.
     let grouped = g.node("batch", batch(7, Duration::from_secs(60)), items);
     g.sink("sink", recorder(&ledger, |b: &Vec<Item>| b.iter().map(|i| (i.batch, 1)).collect()), grouped);
@@ -184,7 +172,7 @@ async fn windows_hold_their_inputs_until_the_window_result_is_consumed() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     // One long window per source batch (the key): results only at the end.
     let counted =
         g.node("window", tumbling(Duration::from_secs(3600), |i: &Item| i.batch, || 0u64, |n, _| *n += 1), items);
@@ -198,7 +186,7 @@ async fn parallel_workers_ordered_and_unordered_keep_acknowledgements() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 2 * PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 2 * PER_BATCH });
     let unordered = g.parallel("unordered", 3, || map(|i: Item| i), &items);
     let ordered = g.parallel_ordered("ordered", 3, || map(|i: Item| i), &items);
     g.sink("u", recorder(&ledger, one), unordered);
@@ -229,7 +217,7 @@ async fn retried_items_keep_their_batch_unacknowledged_until_they_succeed() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let retried =
         g.node("flaky", FailOnce(Default::default()).retry(Retry::attempts(2).backoff(Duration::ZERO)), items);
     g.sink("sink", recorder(&ledger, one), retried);
@@ -247,7 +235,7 @@ async fn dead_lettered_items_are_done_once_the_dead_letter_is_consumed() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let (good, dead) = g.node_with_dead_letters("check", reject_odd(), items);
     g.sink("good", recorder(&ledger, one), good);
     g.sink("dead", recorder(&ledger, |d: &nanostream::DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
@@ -260,7 +248,7 @@ async fn a_failure_never_counts_dropped_acknowledgements_as_done() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let failing = g.node(
         "fails_midway",
         then(|i: Item| async move {
@@ -278,7 +266,7 @@ async fn a_failure_never_counts_dropped_acknowledgements_as_done() {
     assert!(matches!(error, nanostream::Error::NodePanicked { .. }), "{error:?}");
     let ledger = ledger.lock().expect("not poisoned");
     assert!(ledger.early.is_empty(), "no batch counted done early: {:?}", ledger.early);
-    assert!(ledger.dropped_failing > 0, "in-flight batches were dropped as failing");
+    assert!(ledger.abandoned > 0, "in-flight batches were abandoned, not done");
     assert!(!ledger.released.contains(&50), "the failing batch is never done");
 }
 
@@ -303,7 +291,9 @@ impl Transactional {
             *ledger.consumed.entry(item.batch).or_default() += 1;
         }
         drop(ledger);
-        self.held.clear();
+        for acks in self.held.drain(..) {
+            acks.release();
+        }
     }
 }
 
@@ -337,7 +327,7 @@ async fn skip_errors_and_retry_keep_what_the_sink_they_wrap_holds() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 2 * PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: 2 * PER_BATCH });
     g.sink("skipping", Transactional::new(&ledger, 5).skip_errors(), &items);
     g.sink("retrying", Transactional::new(&ledger, 3).retry(Retry::attempts(3)), &items);
     run(g).await;
@@ -396,7 +386,7 @@ async fn into_sink_releases_items_once_its_sink_flushed_them() {
     let ledger = Shared::default();
     let mut g = Topology::builder();
     g.chunk_size(16).default_capacity(64);
-    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     g.sink("buffered", into_sink(Buffered { ledger: ledger.clone(), buffer: Vec::new() }), items);
     run(g).await;
     check(&ledger);
@@ -441,7 +431,7 @@ async fn a_failing_sink_never_releases_the_chunk_it_failed_in() {
         let ledger = Shared::default();
         let mut g = Topology::builder();
         g.chunk_size(16).default_capacity(64);
-        let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH, ctx: None });
+        let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
         // The last item of batch 50: the chunk holding it holds the last
         // copy of that batch's guard.
         let at = Item { batch: 50, n: PER_BATCH - 1 };

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use nanostream::Context;
+use nanostream::{AckGuard, AckOutcome, Context};
 use rdkafka::{Offset, TopicPartitionList};
 
 type Key = (Arc<str>, i32);
@@ -26,26 +26,41 @@ struct Log {
     since: u64,
     /// Sequence number of `pending[0]`.
     base: u64,
-    /// Last offset of each batch not yet done in order, and whether it is
-    /// done.
-    pending: VecDeque<(i64, bool)>,
+    /// Last offset of each batch not yet done in order, and how it ended.
+    pending: VecDeque<(i64, Settled)>,
     /// One past the last offset of the done prefix.
     completed: Option<i64>,
     /// What was last committed.
     committed: Option<i64>,
 }
 
+/// Where a batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    InFlight,
+    Done,
+    /// Some of its records were dropped unfinished (a task aborted, the
+    /// pipeline cancelled or failed): the partition is never committed past
+    /// it while this process owns it.
+    Abandoned,
+}
+
 impl Log {
-    fn done(&mut self, seq: u64) {
+    fn settle(&mut self, seq: u64, outcome: Settled) {
         let Some(index) = seq.checked_sub(self.base) else { return };
         if let Some(entry) = self.pending.get_mut(index as usize) {
-            entry.1 = true;
+            entry.1 = outcome;
         }
-        while let Some(&(last, true)) = self.pending.front() {
+        while let Some(&(last, Settled::Done)) = self.pending.front() {
             self.completed = Some(last + 1);
             self.pending.pop_front();
             self.base += 1;
         }
+    }
+
+    /// Whether no batch is still in flight.
+    fn settled(&self) -> bool {
+        self.pending.iter().all(|(_, state)| *state != Settled::InFlight)
     }
 }
 
@@ -129,7 +144,7 @@ impl Offsets {
                 continue;
             };
             let seq = log.base + log.pending.len() as u64;
-            log.pending.push_back((*last, false));
+            log.pending.push_back((*last, Settled::InFlight));
             entries.push((key, log.id, seq));
         }
         (BatchGuard { offsets: self.clone(), entries }, stale)
@@ -181,30 +196,43 @@ impl Offsets {
         }
     }
 
-    /// Whether every batch emitted so far is done.
+    /// Whether every batch emitted so far is settled: done, or abandoned
+    /// (then never committed past).
     pub(crate) fn all_done(&self) -> bool {
-        self.lock().logs.values().all(|log| log.pending.is_empty())
+        self.lock().logs.values().all(Log::settled)
     }
 }
 
-/// Marks a batch done when the last copy drops.
+/// Settles a batch when its acknowledgements are: done once every record
+/// of it is, abandoned if any copy was dropped unfinished.
 #[derive(Debug)]
 pub(crate) struct BatchGuard {
     offsets: Arc<Offsets>,
     entries: Vec<(Key, u64, u64)>,
 }
 
-impl Drop for BatchGuard {
-    fn drop(&mut self) {
-        if self.offsets.failed() {
-            return;
-        }
+impl AckGuard for BatchGuard {
+    fn settle(self, outcome: AckOutcome) {
+        let outcome = match outcome {
+            // Once the pipeline failed nothing more is taken as done.
+            AckOutcome::Done if !self.offsets.failed() => Settled::Done,
+            AckOutcome::Done => return,
+            _ => Settled::Abandoned,
+        };
         let mut state = self.offsets.lock();
-        for (key, id, seq) in &self.entries {
-            if let Some(log) = state.logs.get_mut(key)
+        for ((topic, partition), id, seq) in &self.entries {
+            if let Some(log) = state.logs.get_mut(&(topic.clone(), *partition))
                 && log.id == *id
             {
-                log.done(*seq);
+                if outcome == Settled::Abandoned {
+                    tracing::warn!(
+                        %topic,
+                        partition,
+                        committed = ?log.completed,
+                        "records were dropped unfinished; this partition is not committed past them"
+                    );
+                }
+                log.settle(*seq, outcome);
             }
         }
     }
@@ -250,15 +278,37 @@ mod tests {
         let a = batch(&offsets, &[(t.clone(), 0, 9)]);
         let b = batch(&offsets, &[(t.clone(), 0, 19)]);
         let c = batch(&offsets, &[(t.clone(), 0, 29), (t.clone(), 1, 4)]);
-        drop(b);
+        b.settle(AckOutcome::Done);
         assert!(committable(&offsets).is_empty(), "b is done but a is not");
-        drop(a);
+        a.settle(AckOutcome::Done);
         assert_eq!(committable(&offsets), [("t".into(), 0, 20)]);
         assert!(committable(&offsets).is_empty(), "already committed");
         assert!(!offsets.all_done());
-        drop(c);
+        c.settle(AckOutcome::Done);
         assert_eq!(committable(&offsets), [("t".into(), 0, 30), ("t".into(), 1, 5)]);
         assert!(offsets.all_done());
+    }
+
+    #[test]
+    fn an_abandoned_batch_is_never_committed_past() {
+        let offsets = Arc::new(Offsets::default());
+        offsets.assign(&assigned(&[0, 1]));
+        let t: Arc<str> = Arc::from("t");
+        let a = batch(&offsets, &[(t.clone(), 0, 9)]);
+        let b = batch(&offsets, &[(t.clone(), 0, 19), (t.clone(), 1, 4)]);
+        let c = batch(&offsets, &[(t.clone(), 0, 29)]);
+        a.settle(AckOutcome::Done);
+        b.settle(AckOutcome::Abandoned);
+        c.settle(AckOutcome::Done);
+        assert_eq!(
+            committable(&offsets),
+            [("t".into(), 0, 10)],
+            "stops before the abandoned batch, on both partitions"
+        );
+        assert!(offsets.all_done(), "an abandoned batch is settled: shutdown does not wait for it");
+        let d = batch(&offsets, &[(t.clone(), 0, 39)]);
+        d.settle(AckOutcome::Done);
+        assert!(committable(&offsets).is_empty());
     }
 
     #[test]
@@ -270,9 +320,9 @@ mod tests {
         offsets.forget(&assigned(&[0]));
         offsets.assign(&assigned(&[0]));
         let new = batch(&offsets, &[(t.clone(), 0, 99)]);
-        drop(old);
+        old.settle(AckOutcome::Done);
         assert!(committable(&offsets).is_empty());
-        drop(new);
+        new.settle(AckOutcome::Done);
         assert_eq!(committable(&offsets), [("t".into(), 0, 100)]);
     }
 
@@ -288,11 +338,11 @@ mod tests {
         offsets.assign(&assigned(&[0]));
         let (guard, stale) = offsets.batch(&[(t.clone(), 0, 50), (t.clone(), 1, 7)], read_in);
         assert_eq!(stale, [(t.clone(), 0)]);
-        drop(guard);
+        guard.settle(AckOutcome::Done);
         assert_eq!(committable(&offsets), [("t".into(), 1, 8)], "nothing committed for the stale partition 0");
         // Partition 0's new assignment starts clean.
         let fresh = batch(&offsets, &[(t.clone(), 0, 3)]);
-        drop(fresh);
+        fresh.settle(AckOutcome::Done);
         assert_eq!(committable(&offsets), [("t".into(), 0, 4)]);
     }
 
@@ -305,7 +355,7 @@ mod tests {
         offsets.forget(&assigned(&[0]));
         let (guard, stale) = offsets.batch(&[(t.clone(), 0, 50)], read_in);
         assert_eq!(stale, [(t.clone(), 0)]);
-        drop(guard);
+        guard.settle(AckOutcome::Done);
         assert!(committable(&offsets).is_empty());
         assert!(offsets.all_done());
     }

@@ -52,7 +52,7 @@ impl KafkaSinkBuilder {
             encoder,
             default_topic: self.default_topic,
             shared,
-            current: Arc::new(Owed(Acks::default())),
+            current: Arc::default(),
             copies: Vec::new(),
             buf: Vec::new(),
             _t: PhantomData,
@@ -60,18 +60,43 @@ impl KafkaSinkBuilder {
     }
 }
 
-/// What a message owes until its delivery is confirmed: the acknowledgements
-/// of the chunk it came from (shared by that chunk's messages).
-struct Owed(#[allow(dead_code)] Acks);
+/// What the messages of one input chunk owe: the chunk's acknowledgements,
+/// shared by its messages (each holds an `Arc` until its delivery report).
+///
+/// Released when the last message goes, if the chunk was fed to librdkafka
+/// in full and every delivery succeeded; abandoned otherwise (a failed
+/// delivery, the sink failing half-way through the chunk, the pipeline
+/// torn down with messages in flight).
+#[derive(Default)]
+struct Owed {
+    acks: Acks,
+    /// Every message of the chunk was handed to librdkafka (or skipped by
+    /// the sink's error policy).
+    complete: AtomicBool,
+    /// A delivery failed.
+    failed: AtomicBool,
+}
+
+impl Owed {
+    fn new(acks: Acks) -> Self {
+        Self { acks, complete: AtomicBool::new(false), failed: AtomicBool::new(false) }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        let acks = std::mem::take(&mut self.acks);
+        if self.complete.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
+            acks.release();
+        }
+    }
+}
 
 #[derive(Default)]
 struct Shared {
     /// Delivery failures not yet reported by the sink.
     failures: Mutex<Vec<Error>>,
     failed: AtomicBool,
-    /// Acknowledgements of messages that were not delivered: never released,
-    /// so their records are read again after a restart.
-    undelivered: Mutex<Vec<Arc<Owed>>>,
     delivered: AtomicU64,
     /// The sink's context once it runs in a topology.
     ctx: OnceLock<Context>,
@@ -104,7 +129,9 @@ impl ProducerContext for SinkContext {
                 if let Some(ctx) = self.shared.ctx.get() {
                     ctx.fail(failure());
                 }
-                self.shared.undelivered.lock().unwrap_or_else(PoisonError::into_inner).push(owed);
+                // Its chunk's acknowledgements are abandoned, never released.
+                owed.failed.store(true, Ordering::Release);
+                drop(owed);
                 self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner).push(failure());
                 self.shared.failed.store(true, Ordering::Release);
             }
@@ -224,6 +251,15 @@ impl Shared {
     }
 }
 
+impl<T, E> KafkaSink<T, E> {
+    /// Marks the current chunk as fed in full and starts the next.
+    fn next_chunk(&mut self, next: Owed) {
+        self.current.complete.store(true, Ordering::Release);
+        self.copies.clear();
+        self.current = Arc::new(next);
+    }
+}
+
 impl<T, E> Sink for KafkaSink<T, E>
 where
     T: Send + 'static,
@@ -238,10 +274,9 @@ where
     }
 
     fn hold(&mut self, acks: Acks) -> Acks {
-        // Every message produced from this chunk keeps a copy until it is
-        // delivered.
-        self.copies.clear();
-        self.current = Arc::new(Owed(acks));
+        // The previous chunk was fed in full. Every message produced from
+        // this one keeps a copy until it is delivered.
+        self.next_chunk(Owed::new(acks));
         Acks::default()
     }
 
@@ -290,11 +325,11 @@ where
     }
 
     async fn flush(&mut self) -> Result<(), Error> {
-        // No more input for now: messages in flight keep their own copies of
-        // the acknowledgements; the sink must not keep the last chunk's
-        // (which would hold its records back until more input arrives).
-        self.copies.clear();
-        self.current = Arc::new(Owed(Acks::default()));
+        // No more input for now, so the last chunk was fed in full. Messages
+        // in flight keep their own copies of its acknowledgements; the sink
+        // must not keep one (which would hold its records back until more
+        // input arrives).
+        self.next_chunk(Owed::default());
         self.shared.take_failure()
     }
 

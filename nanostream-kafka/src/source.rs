@@ -463,7 +463,7 @@ where
                     () = &mut shutdown => break,
                     Some((delivered, acks)) = dead_letters.next(), if !dead_letters.is_empty() => {
                         delivered.map_err(Error::DeadLetter)?;
-                        drop(acks);
+                        acks.release();
                         continue;
                     }
                     _ = commit_tick.tick() => {
@@ -566,7 +566,7 @@ where
         drop(carried);
         while let Some((delivered, acks)) = dead_letters.next().await {
             delivered.map_err(Error::DeadLetter)?;
-            drop(acks);
+            acks.release();
         }
         if self.track {
             // Keep serving the group (rebalances, heartbeats) while the graph
@@ -593,11 +593,6 @@ where
     }
 
     fn cooperative_shutdown(&self) -> bool {
-        true
-    }
-
-    fn flushes_itself(&self) -> bool {
-        // A batch ends when nothing more is ready, and is then sent.
         true
     }
 }

@@ -88,7 +88,7 @@ pub trait NodeExt: Node + Sized {
                             }
                         };
                         let Apply { out, ready, .. } = &mut st;
-                        ready.extend(out.drain_detached().map(Ok));
+                        ready.extend(out.drain_detached().into_iter().map(Ok));
                         if let Err(error) = result {
                             ready.push_back(Err(error));
                         }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::driver::{self, Prepared};
-use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, EdgeSize, edge};
+use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, EdgeSize, edge, shared_edge};
 use crate::emitter::Policy;
 use crate::error::BuildError;
 use crate::node::{Node, Sink, Source};
@@ -38,6 +38,13 @@ impl<T> Default for PortSpec<T> {
 }
 
 pub(crate) type SharedPort<T> = Arc<Mutex<PortSpec<T>>>;
+
+/// The parts of an output shared by several readers (`parallel`): one queue
+/// they all take from, made when the first of their edges is.
+pub(crate) struct SharedSplit<T> {
+    readers: usize,
+    receivers: Mutex<Option<Vec<EdgeReceiver<T>>>>,
+}
 pub(crate) type SharedInputs<T> = Arc<Mutex<Vec<EdgeReceiver<T>>>>;
 
 pub(crate) fn take_port<T>(port: &SharedPort<T>) -> PortSpec<T> {
@@ -76,6 +83,8 @@ pub struct Output<T> {
     pub(crate) port: SharedPort<T>,
     /// Which part of a split output this handle reads.
     pub(crate) slot: Option<usize>,
+    /// Set when the parts share one queue.
+    pub(crate) shared: Option<Arc<SharedSplit<T>>>,
 }
 
 impl<T> std::fmt::Debug for Output<T> {
@@ -95,6 +104,7 @@ pub struct Link<T> {
     slot: Option<usize>,
     builder: u64,
     port: SharedPort<T>,
+    shared: Option<Arc<SharedSplit<T>>>,
     cloner: Option<ChunkCloner<T>>,
     capacity: Option<usize>,
 }
@@ -146,6 +156,7 @@ impl<T> Inputs<T> for Output<T> {
             slot: self.slot,
             builder: self.builder,
             port: self.port,
+            shared: self.shared,
             cloner: None,
             capacity: None,
         }]
@@ -159,6 +170,7 @@ impl<T: Clone> Inputs<T> for &Output<T> {
             slot: self.slot,
             builder: self.builder,
             port: self.port.clone(),
+            shared: self.shared.clone(),
             cloner: Some(<[T]>::to_vec),
             capacity: None,
         }]
@@ -343,7 +355,7 @@ impl TopologyBuilder {
     }
 
     fn output<T>(&self, node: usize, port: SharedPort<T>) -> Output<T> {
-        Output { node, builder: self.id, port, slot: None }
+        Output { node, builder: self.id, port, slot: None, shared: None }
     }
 
     fn connect_links<T: Send + 'static>(&mut self, to: usize, links: Vec<Link<T>>, inputs: &SharedInputs<T>) {
@@ -358,15 +370,31 @@ impl TopologyBuilder {
             let port = link.port;
             let inputs = inputs.clone();
             let slot = link.slot;
+            let split = link.shared;
             self.edges.push(EdgeEntry {
                 from: link.node,
                 to,
                 slot,
                 capacity: link.capacity,
                 make: Box::new(move |size| {
-                    let (tx, rx) = edge(size);
-                    let shared = tx.shared.clone();
-                    lock(&port).edges.push((slot.unwrap_or(0), tx));
+                    let rx = match split {
+                        None => {
+                            let (tx, rx) = edge(size);
+                            lock(&port).edges.push((slot.unwrap_or(0), tx));
+                            rx
+                        }
+                        Some(split) => {
+                            let mut receivers = lock(&split.receivers);
+                            let receivers = receivers.get_or_insert_with(|| {
+                                let (tx, receivers) = shared_edge(size, split.readers);
+                                lock(&port).edges.push((0, tx));
+                                receivers
+                            });
+                            // Validation gave every part exactly one reader.
+                            receivers.pop().expect("a shared split has a receiver per part")
+                        }
+                    };
+                    let shared = rx.shared.clone();
                     lock(&inputs).push(rx);
                     shared
                 }),
@@ -409,7 +437,33 @@ impl TopologyBuilder {
         }
         lock(&output.port).policy = policy;
         (0..parts)
-            .map(|i| Output { node: output.node, builder: output.builder, port: output.port.clone(), slot: Some(i) })
+            .map(|i| Output {
+                node: output.node,
+                builder: output.builder,
+                port: output.port.clone(),
+                slot: Some(i),
+                shared: None,
+            })
+            .collect()
+    }
+
+    /// Splits an output into `parts` outputs that take items from one shared
+    /// queue: each chunk goes to whichever reader asks first, and a reader
+    /// that finds an item slow gives the rest of its chunk back, so that
+    /// `parts` slow items are in progress whenever that many are queued.
+    fn share<T>(&mut self, output: Output<T>, parts: usize) -> Vec<Output<T>> {
+        if output.builder == self.id {
+            self.nodes[output.node].split = Some(("shared queue", parts));
+        }
+        let split = Arc::new(SharedSplit { readers: parts, receivers: Mutex::new(None) });
+        (0..parts)
+            .map(|i| Output {
+                node: output.node,
+                builder: output.builder,
+                port: output.port.clone(),
+                slot: Some(i),
+                shared: Some(split.clone()),
+            })
             .collect()
     }
 
@@ -476,15 +530,25 @@ impl TopologyBuilder {
         self.split(output, parts, Policy::Partition(Arc::new(hash)))
     }
 
-    /// Adds `workers` copies of a stateless node, each its own task, that
-    /// share the items of `inputs`; their outputs merge into the returned
-    /// output in no particular order.
+    /// Adds `workers` copies of a node, each its own task, that share the
+    /// items of `inputs`; their outputs merge into the returned output in no
+    /// particular order.
     ///
     /// `make` builds each copy. The copies are named `name[0]`,
-    /// `name[1]`, ...; a splitter `name.split` deals them whole chunks in turn
-    /// and `name` merges their outputs. Use it when one node is the
-    /// bottleneck and its work can be spread over cores; for outputs in input
-    /// order, see [`parallel_ordered`](TopologyBuilder::parallel_ordered).
+    /// `name[1]`, ...; they take chunks of items from one queue filled by a
+    /// splitter `name.split`, and `name` merges their outputs. A copy that
+    /// has to wait on an item (an HTTP call, a database look-up) gives the
+    /// rest of its chunk back to the queue before it waits, so with `workers`
+    /// copies and at least that many items queued, `workers` items are in
+    /// progress whatever the chunk size; fast items still move in whole
+    /// chunks. Use it when one node is the bottleneck and its work can be
+    /// spread over cores or overlapped; for outputs in input order, see
+    /// [`parallel_ordered`](TopologyBuilder::parallel_ordered).
+    ///
+    /// Each copy keeps its own state: items are not split by key, so a
+    /// stateful node (a batch, a window) sees an arbitrary share of them.
+    /// Use [`partition_by`](TopologyBuilder::partition_by) to keep a key on
+    /// one copy.
     ///
     /// # Examples
     ///
@@ -524,7 +588,7 @@ impl TopologyBuilder {
             self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
         }
         let split = self.node(format!("{name}.split"), crate::ops::Identity(PhantomData), inputs);
-        let parts = self.round_robin(split, workers);
+        let parts = self.share(split, workers);
         let outs: Vec<Output<N::Out>> =
             parts.into_iter().enumerate().map(|(i, part)| self.node(format!("{name}[{i}]"), make(), part)).collect();
         self.node(name, crate::ops::Identity(PhantomData), outs)
@@ -535,8 +599,14 @@ impl TopologyBuilder {
     ///
     /// Items are numbered by `name.split` and put back in order by `name`,
     /// which holds early results until the ones before them arrive (memory
-    /// stays bounded by the edges between them). Outputs of the workers'
-    /// timers and final hooks come after all the others.
+    /// stays bounded by the edges between them).
+    ///
+    /// What a copy emits from a timer or its final hook (a batch or window
+    /// closing) comes out right after the outputs of the last input that
+    /// copy had processed when the timer fired (first, if it had processed
+    /// none): timer outputs flow while the input goes on, in an order tied
+    /// to the input. Acknowledgements of items a copy holds in its state stay
+    /// held until what it emits from them is delivered.
     ///
     /// # Examples
     ///
@@ -575,7 +645,7 @@ impl TopologyBuilder {
             self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
         }
         let numbered = self.node(format!("{name}.split"), Sequencer::new(), inputs);
-        let parts = self.round_robin(numbered, workers);
+        let parts = self.share(numbered, workers);
         let outs: Vec<_> = parts
             .into_iter()
             .enumerate()
@@ -821,7 +891,10 @@ impl TopologyBuilder {
                 EdgeSize { capacity: edge.capacity.unwrap_or(self.default_capacity), chunk_size: self.chunk_size };
             let shared = (edge.make)(size);
             node_inputs[edge.to].push(EdgeRef { shared: shared.clone(), capacity: size.capacity });
-            node_outputs[edge.from].push(EdgeRef { shared, capacity: size.capacity });
+            // The parts of a shared split are one queue: count it once.
+            if !node_outputs[edge.from].iter().any(|e| Arc::ptr_eq(&e.shared, &shared)) {
+                node_outputs[edge.from].push(EdgeRef { shared, capacity: size.capacity });
+            }
             let policy = match (self.nodes[edge.from].split, edge.slot) {
                 (Some((label, parts)), Some(slot)) => Some(format!("{label} {}/{parts}", slot + 1)),
                 _ if out_degree[edge.from] > 1 => Some("broadcast".to_owned()),

@@ -1,17 +1,29 @@
 //! The loop each node task runs.
+//!
+//! Three rules hold here by construction:
+//!
+//! - Every future of a node (processing an item, a timer, the final hook, a
+//!   source's `run`) is polled through [`flushing`], which sends what the
+//!   node emitted whenever the future waits: outputs never sit in a buffer
+//!   while their node sleeps.
+//! - Acknowledgements are released only on the success path, after what
+//!   owes them is done; on every other path (an error, a panic, the task
+//!   aborted) they are dropped, which abandons them (see [`Acks`]).
+//! - A failure is recorded in the pipeline's status by the failing task
+//!   itself, before its edges drop, so downstream nodes never mistake a
+//!   truncated stream for a finished one and the outcome cannot miss it.
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::sync::PollSender;
 
 use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
 use crate::edge::{Acks, Chunk, InputSet, TryNext};
@@ -19,26 +31,21 @@ use crate::emitter::{Emitter, Port};
 use crate::error::BoxError;
 use crate::node::{Context, Node, Now, Sink, Source};
 use crate::stats::NodeStats;
-
-/// Why a node task ended badly.
-#[derive(Debug)]
-pub(crate) enum NodeFailure {
-    Error(BoxError),
-    Panic(String),
-}
-
-pub(crate) type NodeResult = Result<(), NodeFailure>;
+use crate::status::Stop;
 
 /// What the runtime hands a node task when it starts.
 pub(crate) struct NodeEnv {
     pub(crate) ctx: Context,
-    /// Cancelled as soon as any node fails: nodes that then see their input
-    /// end must not mistake it for a normal end of stream.
-    pub(crate) failed: CancellationToken,
+}
+
+impl NodeEnv {
+    fn failed(&self) -> bool {
+        self.ctx.has_failed()
+    }
 }
 
 /// A node ready to be spawned once its edges exist.
-pub(crate) type Prepared = Box<dyn FnOnce(NodeEnv) -> BoxFuture<'static, NodeResult> + Send>;
+pub(crate) type Prepared = Box<dyn FnOnce(NodeEnv) -> BoxFuture<'static, ()> + Send>;
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -50,20 +57,36 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Runs a node body, turning an error or a panic into a failure that is
-/// published *before* the node's edges are dropped, so that downstream nodes
-/// never run their final hooks on a truncated stream.
-async fn guarded<F>(body: F, failed: &CancellationToken) -> NodeResult
+/// Runs a node body, recording an error or a panic in the pipeline's status
+/// *before* the node's edges are dropped, so that downstream nodes never run
+/// their final hooks on a truncated stream.
+async fn guarded<F>(body: F, ctx: &Context)
 where
     F: Future<Output = Result<(), BoxError>>,
 {
-    let result = match AssertUnwindSafe(body).catch_unwind().await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(error)) => NodeFailure::Error(error),
-        Err(payload) => NodeFailure::Panic(panic_message(&*payload)),
+    let stop = match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(Ok(())) => return,
+        Ok(Err(source)) => Stop::Failed { node: ctx.name_arc().clone(), source },
+        Err(payload) => Stop::Panicked { node: ctx.name_arc().clone(), message: panic_message(&*payload) },
     };
-    failed.cancel();
-    Err(result)
+    ctx.status().record(stop);
+}
+
+/// Polls `work`; whenever it is about to wait, sends what the node has
+/// emitted through `out` (a second handle on the node's emitter), so that
+/// nothing emitted is held back while the node sleeps.
+async fn flushing<F: Future, T: Send + 'static>(work: F, out: &mut Emitter<T>) -> F::Output {
+    let mut work = pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(done);
+        }
+        // Back-pressure registers the waker; what cannot go now goes when
+        // the task is woken again.
+        let _ = out.poll_flush(cx);
+        Poll::Pending
+    })
+    .await
 }
 
 fn make_port<T>(spec: crate::builder::PortSpec<T>, closed: CancellationToken, stats: Arc<NodeStats>) -> Port<T> {
@@ -82,13 +105,8 @@ pub(crate) fn prepare_node<N: Node>(node: N, inputs: SharedInputs<N::In>, port: 
     })
 }
 
-async fn node_task<N: Node>(
-    mut node: N,
-    mut input: InputSet<N::In>,
-    mut out: Emitter<N::Out>,
-    env: NodeEnv,
-) -> NodeResult {
-    guarded(drive_node(&mut node, &mut input, &mut out, &env), &env.failed).await
+async fn node_task<N: Node>(mut node: N, mut input: InputSet<N::In>, mut out: Emitter<N::Out>, env: NodeEnv) {
+    guarded(drive_node(&mut node, &mut input, &mut out, &env), &env.ctx).await;
 }
 
 /// Where a synchronous run over a chunk stopped.
@@ -187,6 +205,14 @@ fn failure<E: Into<BoxError>>(stats: &NodeStats, error: E) -> BoxError {
     error.into()
 }
 
+/// Runs a node's timer, then ends what it emitted.
+async fn fire_timer<N: Node>(node: &mut N, out: &mut Emitter<N::Out>, stats: &NodeStats) -> Result<(), BoxError> {
+    let mut flusher = out.handle();
+    flushing(node.on_timer(out), &mut flusher).await.map_err(|e| failure(stats, e))?;
+    out.end_input();
+    Ok(())
+}
+
 async fn drive_node<N: Node>(
     node: &mut N,
     input: &mut InputSet<N::In>,
@@ -194,6 +220,8 @@ async fn drive_node<N: Node>(
     env: &NodeEnv,
 ) -> Result<(), BoxError> {
     let stats = env.ctx.stats();
+    let mut flusher = out.handle();
+    let shared = input.shared_queue();
     node.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
     loop {
         let chunk = match input.try_next() {
@@ -207,8 +235,7 @@ async fn drive_node<N: Node>(
                     Wake::Chunk(chunk) => chunk,
                     Wake::Closed => break,
                     Wake::Timer => {
-                        node.on_timer(out).await.map_err(|e| failure(stats, e))?;
-                        out.end_input();
+                        fire_timer(node, out, stats).await?;
                         continue;
                     }
                 }
@@ -216,59 +243,70 @@ async fn drive_node<N: Node>(
         };
         stats.add_received(chunk.items.len(), input.queued());
         let started = Instant::now();
-        out.begin_input(chunk.acks);
         let mut drained = chunk.items;
         let mut items = drained.drain(..);
+        let mut acks = Some(chunk.acks);
         loop {
-            let item = {
-                let (buf, limit) = out.buffer();
+            let run = |buf: &mut Vec<N::Out>, limit| {
                 let (step, rest, filled) = process_now(node, items, std::mem::take(buf), limit);
-                items = rest;
                 *buf = filled;
-                match step {
-                    Step::Done => break,
-                    Step::Full => {
-                        out.flush().await;
-                        continue;
-                    }
-                    Step::Fail(error) => return Err(failure(stats, error)),
-                    Step::Later(item) => item,
-                }
+                (step, rest)
             };
-            let mut waited = false;
+            let (step, rest) = match acks.take() {
+                Some(acks) => out.begin_input_with(acks, run),
+                None => out.with_buffer(run),
+            };
+            items = rest;
+            let item = match step {
+                Step::Done => break,
+                Step::Full => {
+                    out.flush().await;
+                    continue;
+                }
+                Step::Fail(error) => return Err(failure(stats, error)),
+                Step::Later(item) => item,
+            };
+            let mut gave_back = false;
             let result = {
                 let mut work = pin!(node.process(item, out));
                 std::future::poll_fn(|cx| {
-                    let poll = work.as_mut().poll(cx);
-                    waited |= poll.is_pending();
-                    poll
+                    if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                        return Poll::Ready(result);
+                    }
+                    // The node waits on this item. Readers of a shared input
+                    // (`parallel` workers) give back the rest of the chunk,
+                    // so idle workers take those items now.
+                    if let Some(shared) = &shared
+                        && !gave_back
+                        && items.len() > 0
+                    {
+                        gave_back = true;
+                        shared.give_back(Chunk { items: items.by_ref().collect(), acks: flusher.current_acks() });
+                    }
+                    let _ = flusher.poll_flush(cx);
+                    Poll::Pending
                 })
                 .await
             };
             result.map_err(|e| failure(stats, e))?;
-            if waited {
-                // The node waited on something (I/O, a timer): its outputs
-                // are no longer fresh, so do not hold them for a full chunk.
-                out.flush().await;
-            }
         }
         drop(items);
-        out.recycle(drained);
-        out.end_input();
+        let closed = out.end_input_recycling(drained);
         stats.add_busy(started.elapsed());
-        if out.is_closed() {
+        if closed {
             // Every reader is gone (the pipeline is failing): stop reading.
             return Ok(());
         }
         if due(node.deadline()) {
-            node.on_timer(out).await.map_err(|e| failure(stats, e))?;
-            out.end_input();
+            fire_timer(node, out, stats).await?;
         }
     }
-    if env.failed.is_cancelled() {
+    if env.failed() {
+        // The input ended because the pipeline is stopping, not because it
+        // is complete: no final hook, and what the node holds is abandoned.
         return Ok(());
     }
-    node.finish(out).await.map_err(|e| failure(stats, e))?;
+    flushing(node.finish(out), &mut flusher).await.map_err(|e| failure(stats, e))?;
     out.end_input();
     out.flush().await;
     Ok(())
@@ -282,13 +320,8 @@ pub(crate) fn prepare_source<S: Source>(source: S, port: SharedPort<S::Out>) -> 
     })
 }
 
-async fn source_task<S: Source>(
-    mut source: S,
-    mut out: Emitter<S::Out>,
-    closed: CancellationToken,
-    env: NodeEnv,
-) -> NodeResult {
-    guarded(drive_source(&mut source, &mut out, &closed, &env), &env.failed).await
+async fn source_task<S: Source>(mut source: S, mut out: Emitter<S::Out>, closed: CancellationToken, env: NodeEnv) {
+    guarded(drive_source(&mut source, &mut out, &closed, &env), &env.ctx).await;
 }
 
 async fn drive_source<S: Source>(
@@ -300,104 +333,23 @@ async fn drive_source<S: Source>(
     source.setup(&env.ctx).await.map_err(|e| failure(env.ctx.stats(), e))?;
     let cooperative = source.cooperative_shutdown();
     let shutdown = env.ctx.shutdown_token();
-    let finished = if crate::node::source_flushes_itself(source) {
-        tokio::select! {
-            result = source.run(out) => Some(result),
-            () = shutdown.cancelled(), if !cooperative => None,
-            () = closed.cancelled() => None,
-        }
-    } else {
-        // A push source: the runtime cannot see when it waits, so its items
-        // go through a relay that a pump in this same task drains, sending a
-        // partial chunk whenever nothing more is ready.
-        let (tx, mut rx) = mpsc::channel(out.buffer().1.clamp(1, 1024));
-        let mut relay = Emitter::relay(PollSender::new(tx));
-        let finished = {
-            let mut run = pin!(source.run(&mut relay));
-            loop {
-                tokio::select! {
-                    biased;
-                    result = &mut run => break Some(result),
-                    () = shutdown.cancelled(), if !cooperative => break None,
-                    () = closed.cancelled() => break None,
-                    () = pump_once(&mut rx, out) => {}
-                }
-            }
-        };
-        // Whatever the source emitted before it stopped still goes out: what
-        // the relay holds, then what is queued in it.
-        rx.close();
-        while let Ok((item, acks)) = rx.try_recv() {
-            relay_one(out, item, acks).await;
-        }
-        let (left, acks) = relay.take_leftovers();
-        out.begin_batch(acks);
-        for item in left {
-            relay_one(out, item, Acks::default()).await;
-        }
-        out.end_batch();
-        finished
+    let mut flusher = out.handle();
+    let finished = tokio::select! {
+        result = flushing(source.run(out), &mut flusher) => Some(result),
+        () = shutdown.cancelled(), if !cooperative => None,
+        () = closed.cancelled() => None,
     };
     if let Some(result) = finished {
         result.map_err(|e| failure(env.ctx.stats(), e))?;
     }
-    if env.failed.is_cancelled() {
+    if env.failed() {
         return Ok(());
     }
+    // What the source emitted before it stopped still goes out, owing what
+    // it owed (a source stopped between `begin_batch` and `end_batch`).
+    out.end_input();
     out.flush().await;
     Ok(())
-}
-
-/// Moves what a push source relayed into its real emitter, flushing once
-/// nothing more is ready. Cancel safe: items taken are already buffered.
-async fn pump_once<T: Send + 'static>(rx: &mut mpsc::Receiver<(T, Acks)>, out: &mut Emitter<T>) {
-    let Some((item, acks)) = rx.recv().await else {
-        // The relay lives as long as the source runs: not reached.
-        return std::future::pending().await;
-    };
-    relay_one(out, item, acks).await;
-    while let Ok((item, acks)) = rx.try_recv() {
-        relay_one(out, item, acks).await;
-    }
-    out.flush_or_park().await;
-}
-
-async fn relay_one<T: Send + 'static>(out: &mut Emitter<T>, item: T, acks: Acks) {
-    let owes = !acks.is_empty();
-    if owes {
-        out.begin_batch(acks);
-    }
-    let (buf, limit) = out.buffer();
-    buf.push(item);
-    if buf.len() >= limit {
-        out.flush_or_park().await;
-    }
-    if owes {
-        out.end_batch();
-    }
-}
-
-/// The acknowledgements of the chunk a sink is consuming, released only
-/// once it has consumed all of it. If the sink fails or panics first, the
-/// pipeline is marked failed *before* they drop, so that no source takes
-/// them as done (and commits) in between.
-struct Release<'a> {
-    acks: Option<Acks>,
-    failed: &'a CancellationToken,
-}
-
-impl Release<'_> {
-    fn consumed(mut self) {
-        self.acks = None;
-    }
-}
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        if self.acks.is_some() {
-            self.failed.cancel();
-        }
-    }
 }
 
 pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
@@ -407,8 +359,8 @@ pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Pre
     })
 }
 
-async fn sink_task<K: Sink>(mut sink: K, mut input: InputSet<K::In>, env: NodeEnv) -> NodeResult {
-    guarded(drive_sink(&mut sink, &mut input, &env), &env.failed).await
+async fn sink_task<K: Sink>(mut sink: K, mut input: InputSet<K::In>, env: NodeEnv) {
+    guarded(drive_sink(&mut sink, &mut input, &env), &env.ctx).await;
 }
 
 async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &NodeEnv) -> Result<(), BoxError> {
@@ -432,7 +384,9 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
         };
         stats.add_received(chunk.items.len(), input.queued());
         let started = Instant::now();
-        let release = Release { acks: Some(sink.hold(chunk.acks)), failed: &env.failed };
+        // Released once every item of the chunk is consumed; on any early
+        // return (an error, a panic, the task aborted) dropped: not done.
+        let consumed: Acks = sink.hold(chunk.acks);
         let mut items = chunk.items.into_iter();
         loop {
             let (step, rest) = consume_now(sink, items);
@@ -444,14 +398,20 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
                 Step::Later(item) => sink.consume(item).await.map_err(|e| failure(stats, e))?,
             }
         }
-        // The sink has consumed every item: release what it did not keep.
-        release.consumed();
+        if env.failed() {
+            // The pipeline failed meanwhile (perhaps this sink said so with
+            // `Context::fail` about an item its policy then skipped): from
+            // then on nothing is released as done.
+            drop(consumed);
+        } else {
+            consumed.release();
+        }
         stats.add_busy(started.elapsed());
         if due(sink.deadline()) {
             sink.on_timer().await.map_err(|e| failure(stats, e))?;
         }
     }
-    if env.failed.is_cancelled() {
+    if env.failed() {
         return Ok(());
     }
     sink.flush().await.map_err(|e| failure(stats, e))?;

@@ -7,24 +7,129 @@
 //! working through, which gives the documented bound of `c + 2e` items per
 //! edge.
 
-use std::any::Any;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+/// How the items behind an acknowledgement guard ended; see [`Acks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckOutcome {
+    /// Every copy of the guard was released by the code that owned it:
+    /// every item derived from the guarded input reached a terminal state
+    /// (consumed by a sink, filtered, skipped by a policy, dead-lettered, or
+    /// folded into state whose result was delivered).
+    Done,
+    /// At least one copy was dropped without being released: its task was
+    /// aborted, its pipeline cancelled or failed, its runtime dropped. Some
+    /// derived item may not have been processed, so the input must not be
+    /// taken as done (a Kafka source does not commit past it).
+    Abandoned,
+}
+
+/// What a source learns when the items it guarded are settled; see
+/// [`Acks::new`].
+///
+/// Implemented for any `FnOnce(AckOutcome) + Send + 'static` closure.
+pub trait AckGuard: Send + 'static {
+    /// Called exactly once, when the last copy of the guard is released or
+    /// dropped.
+    fn settle(self, outcome: AckOutcome);
+}
+
+impl<F: FnOnce(AckOutcome) + Send + 'static> AckGuard for F {
+    fn settle(self, outcome: AckOutcome) {
+        self(outcome)
+    }
+}
+
+/// The object-safe form of [`AckGuard`].
+trait Settle: Send {
+    fn settle_boxed(self: Box<Self>, outcome: AckOutcome);
+}
+
+impl<G: AckGuard> Settle for G {
+    fn settle_boxed(self: Box<Self>, outcome: AckOutcome) {
+        (*self).settle(outcome);
+    }
+}
+
+/// One guard, shared by every copy of it.
+struct AckState {
+    /// Set by a copy dropped without being released.
+    abandoned: AtomicBool,
+    /// Taken when the last copy goes. A mutex only so that the state is
+    /// `Sync`; it is never contended.
+    guard: Mutex<Option<Box<dyn Settle>>>,
+}
+
+impl Drop for AckState {
+    fn drop(&mut self) {
+        // The last copy is gone. `Arc`'s drop orders every copy's store to
+        // `abandoned` before this point.
+        let guard = self.guard.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(guard) = guard {
+            let outcome = if self.abandoned.load(Ordering::Relaxed) { AckOutcome::Abandoned } else { AckOutcome::Done };
+            guard.settle_boxed(outcome);
+        }
+    }
+}
+
+/// One copy of a guard. Dropping it marks the guard abandoned; releasing it
+/// does not.
+struct Ack(Option<Arc<AckState>>);
+
+impl Ack {
+    fn release(mut self) {
+        // Dropping the `Arc` itself, not `self`, leaves `abandoned` alone.
+        drop(self.0.take());
+    }
+}
+
+impl Clone for Ack {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take() {
+            state.abandoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Acknowledgements owed by items in flight.
 ///
-/// An `Acks` value holds keep-alive guards. The runtime attaches the guards
-/// of every input to what a node derives from it (copies for fan-out and
-/// for every chunk sent while the input is being processed), and drops them
-/// once every derived item has reached a terminal state: consumed by a
-/// sink, filtered out, skipped, or folded into state whose result has been
-/// sent. Dropping the last copy of a guard runs its `Drop`: that is how a
-/// source learns that a record is done (for example to commit a Kafka
-/// offset).
+/// A source that wants to know when its input is done (a Kafka source, to
+/// commit offsets) creates an `Acks` with a guard and emits its items with
+/// it ([`Emitter::begin_batch`](crate::Emitter::begin_batch)). The runtime
+/// attaches copies of the guards of every input to what a node derives from
+/// it (for every chunk sent while the input is processed, for each reader
+/// of a broadcast, for state a window or batch keeps), and settles the
+/// guard once its last copy is gone.
+///
+/// # The rule
+///
+/// An acknowledgement counts as **done** only when the code that owns a copy
+/// says so explicitly, with [`release`](Acks::release): the runtime does it
+/// when a sink has consumed an item, when a node filtered it or a policy
+/// skipped it, when a dead letter carrying it was delivered, when state it
+/// was folded into was delivered. A copy that is dropped any other way — its
+/// task aborted, its pipeline cancelled or failed, its runtime dropped, a
+/// panic unwinding through it — makes the guard [`AckOutcome::Abandoned`],
+/// whatever happens to the other copies. A source must never treat an
+/// abandoned input as done (the Kafka source does not commit its partition
+/// past it).
+///
+/// A sink that keeps acknowledgements beyond a call ([`Sink::hold`](crate::Sink::hold))
+/// releases them when its output is really done (a delivery confirmed, a
+/// transaction committed), and simply drops them otherwise.
 ///
 /// Pipelines that do not use acknowledgements never see this type; its
 /// empty value costs nothing.
@@ -32,32 +137,35 @@ use tokio_util::sync::PollSender;
 /// # Examples
 ///
 /// ```
-/// use nanostream::Acks;
-/// use std::sync::atomic::{AtomicBool, Ordering};
-/// use std::sync::Arc;
+/// use nanostream::{AckOutcome, Acks};
+/// use std::sync::{Arc, Mutex};
 ///
-/// struct Done(Arc<AtomicBool>);
-/// impl Drop for Done {
-///     fn drop(&mut self) {
-///         self.0.store(true, Ordering::SeqCst);
-///     }
-/// }
+/// let outcomes = Arc::new(Mutex::new(Vec::new()));
+/// let guard = |log: Arc<Mutex<Vec<AckOutcome>>>| move |outcome| log.lock().unwrap().push(outcome);
 ///
-/// let done = Arc::new(AtomicBool::new(false));
-/// let acks = Acks::new(Done(done.clone()));
+/// let acks = Acks::new(guard(outcomes.clone()));
 /// let copy = acks.clone();
-/// drop(acks);
-/// assert!(!done.load(Ordering::SeqCst), "a copy is still in flight");
+/// acks.release();
+/// assert!(outcomes.lock().unwrap().is_empty(), "a copy is still in flight");
+/// copy.release();
+/// assert_eq!(*outcomes.lock().unwrap(), [AckOutcome::Done]);
+///
+/// // A copy dropped without being released abandons the guard.
+/// let acks = Acks::new(guard(outcomes.clone()));
+/// let copy = acks.clone();
 /// drop(copy);
-/// assert!(done.load(Ordering::SeqCst));
+/// acks.release();
+/// assert_eq!(outcomes.lock().unwrap()[1], AckOutcome::Abandoned);
 /// ```
 #[derive(Clone, Default)]
-pub struct Acks(Vec<Arc<dyn Any + Send + Sync>>);
+pub struct Acks(Vec<Ack>);
 
 impl Acks {
-    /// Acknowledgements held by `guard`: dropped when the last copy is.
-    pub fn new<G: Send + Sync + 'static>(guard: G) -> Self {
-        Self(vec![Arc::new(guard)])
+    /// Acknowledgements settled through `guard` once the last copy is
+    /// released (done) or dropped (abandoned).
+    pub fn new<G: AckGuard>(guard: G) -> Self {
+        let state = AckState { abandoned: AtomicBool::new(false), guard: Mutex::new(Some(Box::new(guard))) };
+        Self(vec![Ack(Some(Arc::new(state)))])
     }
 
     /// Whether there is nothing to acknowledge.
@@ -70,8 +178,19 @@ impl Acks {
         self.append(&mut other);
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
+    /// Says that every item these acknowledgements were owed for is done.
+    ///
+    /// Each guard is settled as [`AckOutcome::Done`] once its last copy is
+    /// released, unless some copy was dropped without release.
+    pub fn release(mut self) {
+        self.release_all();
+    }
+
+    /// Releases every guard held, leaving this empty.
+    pub(crate) fn release_all(&mut self) {
+        for ack in self.0.drain(..) {
+            ack.release();
+        }
     }
 
     pub(crate) fn extend_from(&mut self, other: &Acks) {
@@ -109,20 +228,101 @@ pub(crate) struct EdgeShared {
     pub(crate) queued: AtomicUsize,
 }
 
+/// What trying to send a chunk on an edge did.
+pub(crate) enum Sent {
+    Done,
+    Pending,
+    Closed,
+}
+
+enum Tx<T> {
+    Channel(PollSender<Chunk<T>>),
+    Queue(Arc<WorkQueue<T>>),
+}
+
 pub(crate) struct EdgeSender<T> {
-    pub(crate) tx: PollSender<Chunk<T>>,
-    pub(crate) shared: Arc<EdgeShared>,
+    tx: Tx<T>,
+    shared: Arc<EdgeShared>,
     /// Most items this edge accepts in one chunk.
     pub(crate) chunk_limit: usize,
     /// A slot reservation is under way in `tx` (it returned `Pending`).
-    pub(crate) reserving: bool,
+    reserving: bool,
     /// The receiver is gone; nothing more is sent here.
     pub(crate) closed: bool,
 }
 
+impl<T: Send + 'static> EdgeSender<T> {
+    /// Sends one chunk if the edge has room; `make` builds the chunk only
+    /// once room is certain, so that an edge without room never holds items.
+    pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>, make: impl FnOnce() -> Chunk<T>) -> Sent {
+        match &mut self.tx {
+            Tx::Channel(tx) => {
+                // Fast path: a slot is free. The edge has a single sender, so
+                // the slot cannot be taken before `try_send` below.
+                let fast = !self.reserving && tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
+                if !fast {
+                    match tx.poll_reserve(cx) {
+                        Poll::Pending => {
+                            self.reserving = true;
+                            return Sent::Pending;
+                        }
+                        Poll::Ready(Err(_closed)) => return Sent::Closed,
+                        Poll::Ready(Ok(())) => self.reserving = false,
+                    }
+                }
+                let chunk = make();
+                let len = chunk.items.len();
+                self.shared.queued.fetch_add(len, Ordering::Relaxed);
+                let sent = if fast {
+                    tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
+                } else {
+                    tx.send_item(chunk).is_ok()
+                };
+                if sent {
+                    Sent::Done
+                } else {
+                    self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+                    Sent::Closed
+                }
+            }
+            Tx::Queue(queue) => match queue.poll_room(cx) {
+                Poll::Pending => Sent::Pending,
+                Poll::Ready(false) => Sent::Closed,
+                Poll::Ready(true) => {
+                    let chunk = make();
+                    self.shared.queued.fetch_add(chunk.items.len(), Ordering::Relaxed);
+                    queue.push(chunk, true);
+                    Sent::Done
+                }
+            },
+        }
+    }
+}
+
+impl<T> Drop for EdgeSender<T> {
+    fn drop(&mut self) {
+        if let Tx::Queue(queue) = &self.tx {
+            queue.sender_gone();
+        }
+    }
+}
+
+enum Rx<T> {
+    Channel(mpsc::Receiver<Chunk<T>>),
+    Queue(Arc<WorkQueue<T>>),
+}
+
 pub(crate) struct EdgeReceiver<T> {
-    rx: mpsc::Receiver<Chunk<T>>,
+    rx: Rx<T>,
     pub(crate) shared: Arc<EdgeShared>,
+}
+
+impl<T> Drop for EdgeReceiver<T> {
+    fn drop(&mut self) {
+        if let Rx::Queue(queue) = &self.rx {
+            queue.receiver_gone();
+        }
+    }
 }
 
 /// An edge as seen by reports: its counters and its capacity.
@@ -154,14 +354,155 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
     let shared = Arc::new(EdgeShared::default());
     (
         EdgeSender {
-            tx: PollSender::new(tx),
+            tx: Tx::Channel(PollSender::new(tx)),
             shared: shared.clone(),
             chunk_limit: size.chunk_limit(),
             reserving: false,
             closed: false,
         },
-        EdgeReceiver { rx, shared },
+        EdgeReceiver { rx: Rx::Channel(rx), shared },
     )
+}
+
+/// An edge read by several nodes that share its items: each chunk goes to
+/// whichever reader takes it first, and a reader that finds an item slow
+/// gives the rest of its chunk back for the others
+/// ([`InputSet::shared_queue`]). `parallel` reads its input this way.
+pub(crate) fn shared_edge<T: Send + 'static>(size: EdgeSize, readers: usize) -> (EdgeSender<T>, Vec<EdgeReceiver<T>>) {
+    let queue = Arc::new(WorkQueue {
+        state: Mutex::new(QueueState {
+            chunks: VecDeque::new(),
+            slots: size.slots(),
+            counted: 0,
+            sender: true,
+            receivers: readers,
+            readers: Vec::new(),
+            writer: None,
+        }),
+    });
+    let shared = Arc::new(EdgeShared::default());
+    let receivers =
+        (0..readers).map(|_| EdgeReceiver { rx: Rx::Queue(queue.clone()), shared: shared.clone() }).collect();
+    let sender =
+        EdgeSender { tx: Tx::Queue(queue), shared, chunk_limit: size.chunk_limit(), reserving: false, closed: false };
+    (sender, receivers)
+}
+
+/// The queue behind a [`shared_edge`].
+pub(crate) struct WorkQueue<T> {
+    state: Mutex<QueueState<T>>,
+}
+
+struct QueueState<T> {
+    /// Chunks, and whether each takes one of the sender's slots (chunks given
+    /// back by a reader do not: their items were already in flight).
+    chunks: VecDeque<(Chunk<T>, bool)>,
+    slots: usize,
+    counted: usize,
+    sender: bool,
+    receivers: usize,
+    readers: Vec<Waker>,
+    writer: Option<Waker>,
+}
+
+impl<T> WorkQueue<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the sender may push a chunk now: `Ready(false)` once every
+    /// reader is gone.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.receivers == 0 {
+            return Poll::Ready(false);
+        }
+        if state.counted < state.slots {
+            return Poll::Ready(true);
+        }
+        state.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn push(&self, chunk: Chunk<T>, counted: bool) {
+        let readers = {
+            let mut state = self.lock();
+            if counted {
+                state.counted += 1;
+                state.chunks.push_back((chunk, true));
+            } else {
+                state.chunks.push_front((chunk, false));
+            }
+            std::mem::take(&mut state.readers)
+        };
+        readers.into_iter().for_each(Waker::wake);
+    }
+
+    fn poll_pop(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Chunk<T>>> {
+        let mut state = self.lock();
+        if let Some((chunk, counted)) = state.chunks.pop_front() {
+            let writer = if counted {
+                state.counted -= 1;
+                state.writer.take()
+            } else {
+                None
+            };
+            drop(state);
+            if let Some(writer) = writer {
+                writer.wake();
+            }
+            return Poll::Ready(Some(chunk));
+        }
+        if !state.sender {
+            return Poll::Ready(None);
+        }
+        if let Some(cx) = cx
+            && !state.readers.iter().any(|w| w.will_wake(cx.waker()))
+        {
+            state.readers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn sender_gone(&self) {
+        let readers = {
+            let mut state = self.lock();
+            state.sender = false;
+            std::mem::take(&mut state.readers)
+        };
+        readers.into_iter().for_each(Waker::wake);
+    }
+
+    fn receiver_gone(&self) {
+        let writer = {
+            let mut state = self.lock();
+            state.receivers -= 1;
+            if state.receivers == 0 { state.writer.take() } else { None }
+        };
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+}
+
+impl<T> EdgeReceiver<T> {
+    fn try_recv(&mut self) -> Result<Chunk<T>, mpsc::error::TryRecvError> {
+        match &mut self.rx {
+            Rx::Channel(rx) => rx.try_recv(),
+            Rx::Queue(queue) => match queue.poll_pop(None) {
+                Poll::Ready(Some(chunk)) => Ok(chunk),
+                Poll::Ready(None) => Err(mpsc::error::TryRecvError::Disconnected),
+                Poll::Pending => Err(mpsc::error::TryRecvError::Empty),
+            },
+        }
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk<T>>> {
+        match &mut self.rx {
+            Rx::Channel(rx) => rx.poll_recv(cx),
+            Rx::Queue(queue) => queue.poll_pop(Some(cx)),
+        }
+    }
 }
 
 /// What [`InputSet::try_next`] found.
@@ -192,7 +533,7 @@ impl<T> InputSet<T> {
         let mut i = 0;
         while i < self.edges.len() {
             let index = (self.cursor + i) % self.edges.len();
-            match self.edges[index].rx.try_recv() {
+            match self.edges[index].try_recv() {
                 Ok(chunk) => {
                     self.received(&chunk, index);
                     return TryNext::Chunk(chunk);
@@ -210,7 +551,7 @@ impl<T> InputSet<T> {
         let mut i = 0;
         while i < self.edges.len() {
             let index = (self.cursor + i) % self.edges.len();
-            match self.edges[index].rx.poll_recv(cx) {
+            match self.edges[index].poll_recv(cx) {
                 Poll::Ready(Some(chunk)) => {
                     self.received(&chunk, index);
                     return Poll::Ready(Some(chunk));
@@ -237,5 +578,29 @@ impl<T> InputSet<T> {
     /// Items waiting on these edges right now.
     pub(crate) fn queued(&self) -> usize {
         self.edges.iter().map(|e| e.shared.queued.load(Ordering::Relaxed)).sum()
+    }
+
+    /// For a node that shares its input with other readers (a `parallel`
+    /// worker): where to give back what it has not started, for the others
+    /// to take.
+    pub(crate) fn shared_queue(&self) -> Option<GiveBack<T>> {
+        self.edges.iter().find_map(|e| match &e.rx {
+            Rx::Queue(queue) => Some(GiveBack { queue: queue.clone(), shared: e.shared.clone() }),
+            Rx::Channel(_) => None,
+        })
+    }
+}
+
+/// Puts chunks back at the front of a shared input; see
+/// [`InputSet::shared_queue`].
+pub(crate) struct GiveBack<T> {
+    queue: Arc<WorkQueue<T>>,
+    shared: Arc<EdgeShared>,
+}
+
+impl<T> GiveBack<T> {
+    pub(crate) fn give_back(&self, chunk: Chunk<T>) {
+        self.shared.queued.fetch_add(chunk.items.len(), Ordering::Relaxed);
+        self.queue.push(chunk, false);
     }
 }

@@ -1,20 +1,29 @@
+//! Where a node's outputs go: a buffer, moved downstream in chunks.
+//!
+//! The buffer is shared between the node (which fills it through
+//! [`Emitter::emit`]) and the runtime driving the node, which sends it
+//! downstream whenever the node waits on anything. That is what makes
+//! "whatever a node has emitted reaches its edge before the node waits"
+//! hold by construction, whatever the node awaits. The two never run at
+//! the same time (they are one task), so the lock is never contended.
+
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 
-use crate::edge::{Acks, Chunk, ChunkCloner, EdgeSender};
+use crate::edge::{Acks, Chunk, ChunkCloner, EdgeSender, Sent};
 use crate::stats::NodeStats;
 
 /// Where a node sends its outputs.
 ///
 /// A node receives `&mut Emitter<Out>` and calls [`emit`](Emitter::emit) for
 /// each output, zero or more times per input. Outputs are buffered and moved
-/// downstream in chunks: when a chunk is full, when the node has no more
-/// input ready, and when the node finishes. `emit` waits when the downstream
-/// edges are full, which is how back-pressure reaches a node.
+/// downstream in chunks: when a chunk is full, whenever the node waits on
+/// anything (I/O, a timer, a slow call: the runtime sends what is buffered
+/// before the node sleeps), and when the node finishes. `emit` waits when
+/// the downstream edges are full, which is how back-pressure reaches a node.
 ///
 /// # Examples
 ///
@@ -41,27 +50,79 @@ use crate::stats::NodeStats;
 /// # }
 /// ```
 pub struct Emitter<T> {
-    buf: Vec<T>,
-    /// Acknowledgements owed by the items in `buf`.
-    acks: Acks,
-    /// Acknowledgements of the input chunk the node is working through.
-    current: Owed,
+    core: Arc<Mutex<Core<T>>>,
+}
+
+struct Core<T> {
+    buffer: Buffer<T>,
     /// Counts input chunks, so stateful operators can tell whether they
     /// already hold the current chunk's acknowledgements.
     input_seq: u64,
-    /// An empty allocation to fill next, so a flush does not allocate.
-    spare: Vec<T>,
-    /// Flush once `buf` holds this many items.
+    /// Most items in one chunk; flush once the buffer holds this many.
     limit: usize,
-    /// For push sources: items go one by one through this channel to the
-    /// task's pump, which batches them and flushes when nothing more is
-    /// ready (the runtime cannot see a push source's own waits).
-    relay: Option<PollSender<(T, Acks)>>,
     /// Park `emit` once the output is closed, so a source loop cannot spin.
     park_when_closed: bool,
-    /// Closed by the node itself: drop whatever is emitted.
-    discard: bool,
-    port: Option<Port<T>>,
+    output: Output<T>,
+}
+
+/// The outputs not yet sent, and what they owe.
+struct Buffer<T> {
+    items: Vec<T>,
+    /// Acknowledgements owed by `items`, besides `current`.
+    acks: Acks,
+    /// What everything emitted right now owes.
+    current: Owed,
+    /// An empty allocation to fill next, so a flush does not allocate.
+    spare: Vec<T>,
+}
+
+impl<T> Buffer<T> {
+    fn new() -> Self {
+        Self { items: Vec::new(), acks: Acks::default(), current: Owed::default(), spare: Vec::new() }
+    }
+
+    /// What a chunk of the first buffered items owes: everything the buffer
+    /// owes (a copy, if items stay behind) and a copy of `current`.
+    fn owed_by_front(&mut self, whole: bool) -> Acks {
+        let mut owed = if whole { std::mem::take(&mut self.acks) } else { self.acks.clone() };
+        self.current.copy_into(&mut owed);
+        owed
+    }
+
+    /// Moves the first `n` items out as a chunk, leaving a recycled or fresh
+    /// allocation for the rest.
+    fn take_front(&mut self, n: usize) -> Chunk<T> {
+        let whole = n >= self.items.len();
+        let acks = self.owed_by_front(whole);
+        let mut next = if self.spare.capacity() > 0 { std::mem::take(&mut self.spare) } else { Vec::with_capacity(n) };
+        if !whole {
+            next.extend(self.items.drain(n..));
+        }
+        Chunk { items: std::mem::replace(&mut self.items, next), acks }
+    }
+
+    /// A copy of the first `n` items as a chunk, for one more reader.
+    fn clone_front(&mut self, n: usize, clone: ChunkCloner<T>) -> Chunk<T> {
+        Chunk { items: clone(&self.items[..n]), acks: self.owed_by_front(false) }
+    }
+
+    /// Nothing buffered can be delivered: drop it, and abandon what it owed.
+    fn discard(&mut self) {
+        self.items.clear();
+        self.acks = Acks::default();
+    }
+}
+
+enum Output<T> {
+    /// Not connected to a topology: items stay in the buffer for the caller.
+    Detached,
+    Connected(Port<T>),
+    /// Every reader has stopped: whatever is emitted is discarded, and what
+    /// it owed is abandoned.
+    Closed,
+    /// The node ended its output ([`Emitter::close`]): the same, but a
+    /// source that emits anyway is not parked.
+    Ended,
 }
 
 /// Acknowledgements an operator holds for items kept in its state.
@@ -112,50 +173,11 @@ pub(crate) struct Port<T> {
     in_flight: usize,
     /// Round robin: the edge that gets the next chunk.
     next: usize,
-    /// Partition: the buffer split per edge, while it is being sent.
+    /// Partition: the chunk split per edge, while it is being sent.
     parts: Vec<Chunk<T>>,
     open_edges: usize,
-    closed: bool,
     closed_token: CancellationToken,
     stats: Arc<NodeStats>,
-}
-
-enum Sent {
-    Done,
-    Pending,
-    Closed,
-}
-
-/// Sends one chunk on one edge if it has room; `make` builds the chunk only
-/// once room is certain.
-fn send_on<T: Send + 'static>(edge: &mut EdgeSender<T>, cx: &mut Context<'_>, make: impl FnOnce() -> Chunk<T>) -> Sent {
-    // Fast path: a slot is free. The edge has a single sender, so the slot
-    // cannot be taken before `try_send` below.
-    let fast = !edge.reserving && edge.tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
-    if !fast {
-        match edge.tx.poll_reserve(cx) {
-            Poll::Pending => {
-                edge.reserving = true;
-                return Sent::Pending;
-            }
-            Poll::Ready(Err(_closed)) => return Sent::Closed,
-            Poll::Ready(Ok(())) => edge.reserving = false,
-        }
-    }
-    let chunk = make();
-    let len = chunk.items.len();
-    edge.shared.queued.fetch_add(len, Ordering::Relaxed);
-    let sent = if fast {
-        edge.tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
-    } else {
-        edge.tx.send_item(chunk).is_ok()
-    };
-    if sent {
-        Sent::Done
-    } else {
-        edge.shared.queued.fetch_sub(len, Ordering::Relaxed);
-        Sent::Closed
-    }
 }
 
 impl<T> Port<T> {
@@ -176,7 +198,6 @@ impl<T> Port<T> {
             next: 0,
             parts: Vec::new(),
             open_edges,
-            closed: false,
             closed_token,
             stats,
         }
@@ -186,45 +207,25 @@ impl<T> Port<T> {
         self.edges.iter().map(|e| e.chunk_limit).min().unwrap_or(usize::MAX)
     }
 
-    fn close_edge(&mut self, index: usize) {
+    /// Marks an edge closed; returns whether every edge is (and then says
+    /// so through the port's token).
+    fn close_edge(&mut self, index: usize) -> bool {
         let edge = &mut self.edges[index];
         if !edge.closed {
             edge.closed = true;
             self.open_edges -= 1;
         }
         if self.open_edges == 0 {
-            self.closed = true;
             self.closed_token.cancel();
         }
+        self.open_edges == 0
     }
 }
 
-/// Moves the first `n` buffered items out as a chunk, leaving a recycled or
-/// fresh allocation. Items emitted after an interrupted flush began stay for
-/// the next flush. A function over the fields, so the port stays borrowed.
-fn take_front<T>(buf: &mut Vec<T>, spare: &mut Vec<T>, acks: &mut Acks, current: &Owed, n: usize) -> Chunk<T> {
-    let mut next = if spare.capacity() > 0 { std::mem::take(spare) } else { Vec::with_capacity(n) };
-    if buf.len() > n {
-        next.extend(buf.drain(n..));
-    }
-    Chunk { items: std::mem::replace(buf, next), acks: with_current(std::mem::take(acks), current) }
-}
-
-fn with_current(acks: Acks, current: &Owed) -> Acks {
-    let mut acks = acks;
-    if !current.input.is_empty() {
-        acks.extend_from(&current.input);
-    }
-    if !current.adopted.is_empty() {
-        acks.extend_from(&current.adopted);
-    }
-    acks
-}
-
-/// What everything emitted right now owes: the acknowledgements of the
-/// input being processed, and those an operator adopted from its state.
-/// Kept apart so that holding the input's acknowledgements never copies
-/// adopted ones (which would compound copies at every hold).
+/// Acknowledgements of everything emitted right now: those of the input
+/// being processed, and those an operator adopted from its state. Kept apart
+/// so that holding the input's acknowledgements never copies adopted ones
+/// (which would compound copies at every hold).
 #[derive(Debug, Default)]
 struct Owed {
     input: Acks,
@@ -232,9 +233,13 @@ struct Owed {
 }
 
 impl Owed {
-    fn clear(&mut self) {
-        self.input.clear();
-        self.adopted.clear();
+    fn copy_into(&self, acks: &mut Acks) {
+        if !self.input.is_empty() {
+            acks.extend_from(&self.input);
+        }
+        if !self.adopted.is_empty() {
+            acks.extend_from(&self.adopted);
+        }
     }
 
     fn move_into(&mut self, acks: &mut Acks) {
@@ -243,73 +248,278 @@ impl Owed {
     }
 }
 
-impl<T> Emitter<T> {
-    /// An emitter that only buffers, for running a node outside a topology.
-    pub(crate) fn detached() -> Self {
-        Self {
-            buf: Vec::new(),
-            acks: Acks::default(),
-            current: Owed::default(),
-            input_seq: 0,
-            spare: Vec::new(),
-            limit: usize::MAX,
-            relay: None,
-            park_when_closed: false,
-            discard: false,
-            port: None,
-        }
+impl<T> Core<T> {
+    fn close_output(&mut self, how: Output<T>) {
+        self.output = how;
+        self.buffer.discard();
     }
 
-    /// An emitter for a push source: every item goes through `relay`.
-    pub(crate) fn relay(relay: PollSender<(T, Acks)>) -> Self {
-        let mut emitter = Self::detached();
-        emitter.limit = 1;
-        emitter.relay = Some(relay);
-        emitter
+    /// Whether every reader has stopped.
+    fn is_closed(&self) -> bool {
+        matches!(self.output, Output::Closed)
+    }
+
+    /// Whether what is emitted is discarded.
+    fn discards(&self) -> bool {
+        matches!(self.output, Output::Closed | Output::Ended)
+    }
+
+    fn end_input(&mut self) {
+        let closed = self.discards();
+        let buffer = &mut self.buffer;
+        if !buffer.items.is_empty() {
+            // The outputs still buffered carry what the input owes.
+            buffer.current.move_into(&mut buffer.acks);
+        } else if closed {
+            // Its outputs were discarded: not done.
+            buffer.current = Owed::default();
+        } else {
+            // Every output derived from the input went out with a copy of its
+            // acknowledgements, or there was none: it is done here.
+            buffer.current.input.release_all();
+            buffer.current.adopted.release_all();
+        }
+    }
+}
+
+impl<T: Send + 'static> Core<T> {
+    /// Sends everything buffered, chunk by chunk.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.buffer.items.is_empty() {
+            let port = match &mut self.output {
+                Output::Detached => return Poll::Ready(()),
+                Output::Closed | Output::Ended => {
+                    self.buffer.discard();
+                    return Poll::Ready(());
+                }
+                Output::Connected(port) => port,
+            };
+            match ready!(port.poll_send_chunk(&mut self.buffer, self.limit, cx)) {
+                Delivery::Sent(items) => port.stats.add_sent(items),
+                Delivery::Closed => self.close_output(Output::Closed),
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+/// What sending one chunk to a port's readers did.
+enum Delivery {
+    Sent(usize),
+    /// Every reader is gone.
+    Closed,
+}
+
+impl<T: Send + 'static> Port<T> {
+    /// Sends the first chunk of `buffer` to the readers, as the policy says.
+    fn poll_send_chunk(&mut self, buffer: &mut Buffer<T>, limit: usize, cx: &mut Context<'_>) -> Poll<Delivery> {
+        let sent = match &self.policy {
+            Policy::Broadcast => {
+                if self.sent_upto == 0 {
+                    self.in_flight = buffer.items.len().min(limit);
+                }
+                let n = self.in_flight;
+                let mut taken = false;
+                while self.sent_upto < self.edges.len() {
+                    let index = self.sent_upto;
+                    if !self.edges[index].closed {
+                        // The last open reader takes the items themselves; the
+                        // others get copies.
+                        let last = self.edges[index + 1..].iter().all(|e| e.closed);
+                        let cloner = self.cloner;
+                        let sent = self.edges[index].poll_send(cx, || {
+                            if last {
+                                buffer.take_front(n)
+                            } else {
+                                let Some(clone) = cloner else { unreachable_clone() };
+                                buffer.clone_front(n, clone)
+                            }
+                        });
+                        match sent {
+                            Sent::Pending => return Poll::Pending,
+                            Sent::Closed => {
+                                if self.close_edge(index) {
+                                    return Poll::Ready(Delivery::Closed);
+                                }
+                            }
+                            Sent::Done => taken = last,
+                        }
+                    }
+                    self.sent_upto += 1;
+                }
+                self.sent_upto = 0;
+                if !taken {
+                    // The reader that was to take the items had stopped: the
+                    // others have copies, and its share is not done.
+                    drop(buffer.take_front(n));
+                }
+                n
+            }
+            Policy::RoundRobin => {
+                let n = buffer.items.len().min(limit);
+                loop {
+                    let index = self.next % self.edges.len();
+                    if self.edges[index].closed {
+                        self.next += 1;
+                        continue;
+                    }
+                    match self.edges[index].poll_send(cx, || buffer.take_front(n)) {
+                        Sent::Pending => return Poll::Pending,
+                        Sent::Closed => {
+                            if self.close_edge(index) {
+                                return Poll::Ready(Delivery::Closed);
+                            }
+                        }
+                        Sent::Done => {
+                            self.next += 1;
+                            break n;
+                        }
+                    }
+                }
+            }
+            Policy::Partition(key) => {
+                if self.parts.is_empty() {
+                    let n = buffer.items.len().min(limit);
+                    let Chunk { items, acks } = buffer.take_front(n);
+                    let readers = self.edges.len();
+                    // Split once and keep the parts in the port, so that an
+                    // interrupted flush resumes where it stopped.
+                    let mut parts: Vec<Chunk<T>> = (0..readers)
+                        .map(|_| Chunk { items: Vec::with_capacity(n / readers + 1), acks: Acks::default() })
+                        .collect();
+                    for item in items {
+                        let slot = (key(&item) % readers as u64) as usize;
+                        parts[slot].items.push(item);
+                    }
+                    for part in &mut parts {
+                        if !part.items.is_empty() {
+                            part.acks.extend_from(&acks);
+                        }
+                    }
+                    // Every part with items carries a copy.
+                    acks.release();
+                    self.parts = parts;
+                }
+                let mut sent = 0;
+                for index in 0..self.parts.len() {
+                    if self.parts[index].items.is_empty() || self.edges[index].closed {
+                        continue;
+                    }
+                    let part = &mut self.parts[index];
+                    let len = part.items.len();
+                    let empty = || Chunk { items: Vec::new(), acks: Acks::default() };
+                    match self.edges[index].poll_send(cx, || std::mem::replace(part, empty())) {
+                        Sent::Pending => return Poll::Pending,
+                        Sent::Closed => {
+                            if self.close_edge(index) {
+                                self.parts.clear();
+                                return Poll::Ready(Delivery::Closed);
+                            }
+                        }
+                        Sent::Done => sent += len,
+                    }
+                }
+                // A part for a reader that has stopped is dropped: abandoned.
+                self.parts.clear();
+                sent
+            }
+        };
+        Poll::Ready(Delivery::Sent(sent))
+    }
+}
+
+impl<T> Emitter<T> {
+    fn new(core: Core<T>) -> Self {
+        Self { core: Arc::new(Mutex::new(core)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core<T>> {
+        // A panic never unwinds while the lock is held by the runtime's own
+        // code; a node's panic inside `process_now` leaves a consistent
+        // buffer behind.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An emitter not connected to any topology: items accumulate and are
+    /// taken with [`drain_detached`](Self::drain_detached).
+    pub(crate) fn detached() -> Self {
+        Self::new(Core {
+            buffer: Buffer::new(),
+            input_seq: 0,
+            limit: usize::MAX,
+            park_when_closed: false,
+            output: Output::Detached,
+        })
     }
 
     pub(crate) fn connected(port: Port<T>, source: bool) -> Self {
         let limit = port.chunk_limit();
-        Self {
-            buf: Vec::new(),
-            acks: Acks::default(),
-            current: Owed::default(),
+        Self::new(Core {
+            buffer: Buffer::new(),
             input_seq: 0,
-            spare: Vec::new(),
             limit,
-            relay: None,
             park_when_closed: source,
-            discard: false,
-            port: Some(port),
-        }
+            output: Output::Connected(port),
+        })
+    }
+
+    /// A second handle on the same buffer, for the runtime to flush while the
+    /// node holds the first one.
+    pub(crate) fn handle(&self) -> Self {
+        Self { core: self.core.clone() }
     }
 
     /// Whether every node reading this output has stopped.
     pub fn is_closed(&self) -> bool {
-        self.port.as_ref().is_some_and(|p| p.closed)
+        self.lock().is_closed()
     }
 
     /// Number of outputs buffered and not yet sent.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.lock().buffer.items.len()
     }
 
     /// Marks the start of an input chunk whose acknowledgements every output
     /// emitted from now on owes.
     pub(crate) fn begin_input(&mut self, acks: Acks) {
-        self.current.input = acks;
-        self.input_seq += 1;
+        let mut core = self.lock();
+        core.buffer.current.input = acks;
+        core.input_seq += 1;
     }
 
-    /// Marks the end of the current input chunk.
+    /// Marks the end of the current input chunk (or timer, or final hook).
     pub(crate) fn end_input(&mut self) {
-        if self.buf.is_empty() {
-            // Every output derived from the chunk has been sent with a copy of
-            // its acknowledgements (or there was none): release ours.
-            self.current.clear();
-        } else {
-            self.current.move_into(&mut self.acks);
+        self.lock().end_input();
+    }
+
+    /// Starts an input chunk and fills the buffer from it without awaiting,
+    /// under one lock: the per-chunk fast path.
+    #[inline]
+    pub(crate) fn begin_input_with<R>(&mut self, acks: Acks, fill: impl FnOnce(&mut Vec<T>, usize) -> R) -> R {
+        let mut core = self.lock();
+        core.buffer.current.input = acks;
+        core.input_seq += 1;
+        let limit = core.limit;
+        fill(&mut core.buffer.items, limit)
+    }
+
+    /// Ends an input chunk, keeping its drained allocation to fill next when
+    /// the node's input and output types are the same (the memory was just
+    /// read by this task, so writing into it is cheaper than into a fresh
+    /// allocation). Returns whether every reader has stopped.
+    pub(crate) fn end_input_recycling<In: 'static>(&mut self, mut drained: Vec<In>) -> bool
+    where
+        T: 'static,
+    {
+        let mut core = self.lock();
+        if core.buffer.spare.capacity() == 0
+            && let Some(same) = (&mut drained as &mut dyn std::any::Any).downcast_mut::<Vec<T>>()
+        {
+            same.clear();
+            core.buffer.spare = std::mem::take(same);
         }
+        core.end_input();
+        core.is_closed()
     }
 
     /// A copy of the acknowledgements owed by the input being processed.
@@ -317,9 +527,10 @@ impl<T> Emitter<T> {
     /// A node that keeps an input in its own state beyond the call (to emit
     /// something from it later) keeps this copy with it, and hands it back
     /// with [`begin_batch`](Emitter::begin_batch) when it emits; the
-    /// built-in windows and batches do so. See [`Acks`].
+    /// built-in windows and batches do so. A copy that is dropped instead
+    /// makes the input abandoned, never done (see [`Acks`]).
     pub fn current_acks(&self) -> Acks {
-        self.current.input.clone()
+        self.lock().buffer.current.input.clone()
     }
 
     /// Makes every item emitted from now until [`end_batch`](Emitter::end_batch)
@@ -327,33 +538,41 @@ impl<T> Emitter<T> {
     ///
     /// Sources that track acknowledgements call it around the items of one
     /// batch they read (one guard per batch, not per item); nodes call it
-    /// before emitting from state. Inside a node's `process`, the batch also
-    /// ends with the input chunk.
+    /// before emitting from state.
     pub fn begin_batch(&mut self, acks: Acks) {
         let mut acks = acks;
-        self.current.adopted.append(&mut acks);
+        self.lock().buffer.current.adopted.append(&mut acks);
     }
 
     /// Ends what [`begin_batch`](Emitter::begin_batch) began: the
     /// acknowledgements now travel with the buffered items, or are released
-    /// if every item already went out with a copy.
+    /// if every item already went out with a copy (or there was none).
     pub fn end_batch(&mut self) {
-        self.end_input();
+        let mut core = self.lock();
+        let mut adopted = std::mem::take(&mut core.buffer.current.adopted);
+        if !core.buffer.items.is_empty() {
+            core.buffer.acks.append(&mut adopted);
+        } else if core.discards() {
+            drop(adopted);
+        } else {
+            adopted.release_all();
+        }
     }
 
-    /// Attaches acknowledgements to the buffered outputs.
+    /// Attaches acknowledgements to the outputs buffered or emitted next.
     pub(crate) fn owe(&mut self, acks: &mut Acks) {
-        self.acks.append(acks);
+        self.lock().buffer.acks.append(acks);
     }
 
     /// Adds the current input chunk's acknowledgements to what an operator
     /// holds in state (once per chunk), for operators that keep items beyond
     /// the chunk: windows, batches, keyed folds.
     pub(crate) fn hold(&self, held: &mut Held) {
-        if held.seq != self.input_seq {
-            held.seq = self.input_seq;
-            if !self.current.input.is_empty() {
-                held.acks.extend_from(&self.current.input);
+        let core = self.lock();
+        if held.seq != core.input_seq {
+            held.seq = core.input_seq;
+            if !core.buffer.current.input.is_empty() {
+                held.acks.extend_from(&core.buffer.current.input);
             }
         }
     }
@@ -362,35 +581,34 @@ impl<T> Emitter<T> {
     /// (or timer, or final hook) owe what `held` holds: every chunk sent
     /// meanwhile carries a copy.
     pub(crate) fn adopt(&mut self, held: &mut Held) {
-        self.current.adopted.append(&mut held.acks);
+        self.lock().buffer.current.adopted.append(&mut held.acks);
         held.seq = 0;
     }
 
-    /// Keeps a drained input allocation to fill next, when the node's input
-    /// and output item types are the same: the memory was just read by this
-    /// task, so writing into it is cheaper than into a fresh allocation.
-    pub(crate) fn recycle<In: 'static>(&mut self, mut drained: Vec<In>)
-    where
-        T: 'static,
-    {
-        if self.spare.capacity() == 0
-            && let Some(same) = (&mut drained as &mut dyn std::any::Any).downcast_mut::<Vec<T>>()
-        {
-            same.clear();
-            self.spare = std::mem::take(same);
-        }
-    }
-
-    /// What a relay emitter still holds, with what it owes.
-    pub(crate) fn take_leftovers(&mut self) -> (Vec<T>, Acks) {
-        let acks = with_current(std::mem::take(&mut self.acks), &self.current);
-        self.current.clear();
-        (std::mem::take(&mut self.buf), acks)
-    }
-
     /// Takes what a detached emitter buffered.
-    pub(crate) fn drain_detached(&mut self) -> std::vec::Drain<'_, T> {
-        self.buf.drain(..)
+    pub(crate) fn drain_detached(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.lock().buffer.items)
+    }
+
+    /// Takes what a detached emitter buffered during one input, with what
+    /// those items owe: the acknowledgements adopted from state. The copy of
+    /// the input's own acknowledgements that the emitter was given is
+    /// released: the caller's emitter holds the input's.
+    pub(crate) fn take_detached(&mut self) -> (Vec<T>, Acks) {
+        let buffer = &mut self.lock().buffer;
+        let mut owed = std::mem::take(&mut buffer.acks);
+        owed.append(&mut buffer.current.adopted);
+        buffer.current.input.release_all();
+        (std::mem::take(&mut buffer.items), owed)
+    }
+
+    /// Fills the buffer without awaiting: `fill` gets the buffer and the
+    /// size at which it must be flushed.
+    #[inline]
+    pub(crate) fn with_buffer<R>(&mut self, fill: impl FnOnce(&mut Vec<T>, usize) -> R) -> R {
+        let mut core = self.lock();
+        let limit = core.limit;
+        fill(&mut core.buffer.items, limit)
     }
 }
 
@@ -409,41 +627,26 @@ impl<T: Send + 'static> Emitter<T> {
     /// next flush.
     #[inline]
     pub fn emit(&mut self, item: T) -> impl Future<Output = ()> + Send + '_ {
-        self.buf.push(item);
-        std::future::poll_fn(move |cx| self.poll_emit(cx))
+        let full = {
+            let mut core = self.lock();
+            core.buffer.items.push(item);
+            core.buffer.items.len() >= core.limit
+        };
+        std::future::poll_fn(move |cx| if full { self.poll_emit_slow(cx) } else { Poll::Ready(()) })
     }
 
-    /// The buffer and the size at which it must be flushed, for loops that
-    /// fill it without awaiting.
-    #[inline]
-    pub(crate) fn buffer(&mut self) -> (&mut Vec<T>, usize) {
-        (&mut self.buf, self.limit)
-    }
-
-    #[inline]
-    pub(crate) fn wants_flush(&self) -> bool {
-        self.buf.len() >= self.limit
-    }
-
-    /// Flushes a buffer a source filled through [`buffer`](Self::buffer);
+    /// Flushes a buffer filled through [`with_buffer`](Self::with_buffer);
     /// like `emit`, parks a source whose output is closed, so that its loop
     /// cannot spin.
     pub(crate) async fn flush_or_park(&mut self) {
         std::future::poll_fn(|cx| self.poll_emit_slow(cx)).await;
     }
 
-    #[inline]
-    fn poll_emit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.wants_flush() {
-            return Poll::Ready(());
-        }
-        self.poll_emit_slow(cx)
-    }
-
     #[inline(never)]
     fn poll_emit_slow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        ready!(self.poll_flush(cx));
-        if self.park_when_closed && self.is_closed() {
+        let mut core = self.lock();
+        ready!(core.poll_flush(cx));
+        if core.park_when_closed && core.is_closed() {
             // Nothing reads this output any more (the pipeline is being torn
             // down): park the source instead of letting it spin. No waker is
             // registered; the runtime stops the source by other means.
@@ -457,176 +660,29 @@ impl<T: Send + 'static> Emitter<T> {
     ///
     /// For sources that must keep running after their output ends (for
     /// example to wait for acknowledgements and commit). Items emitted after
-    /// `close` are discarded.
+    /// `close` are discarded, and what they owe is abandoned.
     pub async fn close(&mut self) {
         self.flush().await;
-        self.port = None;
-        self.discard = true;
-        self.buf.clear();
+        self.lock().close_output(Output::Ended);
     }
 
     /// Sends the buffered outputs now, even if the chunk is not full.
     ///
-    /// The runtime already flushes when a node has no more input ready and
-    /// when it finishes; call this from a long-running source or node before
-    /// it waits on something slow, so that outputs are not held back.
+    /// The runtime already flushes whenever a node waits on anything, when
+    /// it has no more input ready and when it finishes; calling this is
+    /// rarely needed.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if the future is dropped, the items not yet sent stay
-    /// buffered and no downstream node receives a chunk twice.
+    /// buffered and no downstream node receives a chunk twice; the next
+    /// flush sends them.
     pub fn flush(&mut self) -> impl Future<Output = ()> + Send + '_ {
         std::future::poll_fn(move |cx| self.poll_flush(cx))
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(relay) = &mut self.relay {
-            while !self.buf.is_empty() {
-                match relay.poll_reserve(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => {
-                        let item = self.buf.remove(0);
-                        let acks = if self.buf.is_empty() {
-                            with_current(std::mem::take(&mut self.acks), &self.current)
-                        } else {
-                            with_current(self.acks.clone(), &self.current)
-                        };
-                        if relay.send_item((item, acks)).is_err() {
-                            self.buf.clear();
-                        }
-                    }
-                    Poll::Ready(Err(_)) => {
-                        // The pump is gone: the source is being stopped.
-                        self.buf.clear();
-                        self.acks.clear();
-                    }
-                }
-            }
-            return Poll::Ready(());
-        }
-        let Some(port) = &mut self.port else {
-            if self.discard {
-                self.buf.clear();
-                self.acks.clear();
-            }
-            return Poll::Ready(());
-        };
-        if port.closed {
-            // Every reader is gone; what is left can never be delivered.
-            self.buf.clear();
-            self.acks.clear();
-            return Poll::Ready(());
-        }
-        let mut sent_items = 0;
-        match &port.policy {
-            Policy::Broadcast => {
-                if port.sent_upto == 0 {
-                    port.in_flight = self.buf.len();
-                }
-                let n = port.in_flight;
-                if n == 0 {
-                    return Poll::Ready(());
-                }
-                while port.sent_upto < port.edges.len() {
-                    let index = port.sent_upto;
-                    if !port.edges[index].closed {
-                        let last = port.edges[index + 1..].iter().all(|e| e.closed);
-                        let sent = if last {
-                            send_on(&mut port.edges[index], cx, || {
-                                take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, n)
-                            })
-                        } else {
-                            let Some(clone) = port.cloner else { unreachable_clone() };
-                            let (buf, acks, current) = (&self.buf, &self.acks, &self.current);
-                            send_on(&mut port.edges[index], cx, || Chunk {
-                                items: clone(&buf[..n]),
-                                acks: with_current(acks.clone(), current),
-                            })
-                        };
-                        match sent {
-                            Sent::Pending => return Poll::Pending,
-                            Sent::Closed => port.close_edge(index),
-                            Sent::Done => {}
-                        }
-                    }
-                    port.sent_upto += 1;
-                }
-                port.sent_upto = 0;
-                sent_items = n;
-            }
-            Policy::RoundRobin => {
-                let n = self.buf.len();
-                if n == 0 {
-                    return Poll::Ready(());
-                }
-                while !port.closed {
-                    let index = port.next % port.edges.len();
-                    if port.edges[index].closed {
-                        port.next += 1;
-                        continue;
-                    }
-                    match send_on(&mut port.edges[index], cx, || {
-                        take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, n)
-                    }) {
-                        Sent::Pending => return Poll::Pending,
-                        Sent::Closed => port.close_edge(index),
-                        Sent::Done => {
-                            port.next += 1;
-                            sent_items = n;
-                            break;
-                        }
-                    }
-                }
-            }
-            Policy::Partition(key) => {
-                if port.parts.is_empty() {
-                    let len = self.buf.len();
-                    if len == 0 {
-                        return Poll::Ready(());
-                    }
-                    // Split once and keep the parts in the port, so an
-                    // interrupted flush resumes where it stopped.
-                    let n = port.edges.len();
-                    let Chunk { items, acks } =
-                        take_front(&mut self.buf, &mut self.spare, &mut self.acks, &self.current, len);
-                    let mut parts: Vec<Chunk<T>> = (0..n)
-                        .map(|_| Chunk { items: Vec::with_capacity(len / n + 1), acks: Acks::default() })
-                        .collect();
-                    for item in items {
-                        let slot = (key(&item) % n as u64) as usize;
-                        parts[slot].items.push(item);
-                    }
-                    for part in &mut parts {
-                        if !part.items.is_empty() {
-                            part.acks.extend_from(&acks);
-                        }
-                    }
-                    port.parts = parts;
-                }
-                for index in 0..port.parts.len() {
-                    if port.parts[index].items.is_empty() || port.edges[index].closed {
-                        continue;
-                    }
-                    let part = &mut port.parts[index];
-                    let part_len = part.items.len();
-                    let empty = || Chunk { items: Vec::new(), acks: Acks::default() };
-                    match send_on(&mut port.edges[index], cx, || std::mem::replace(part, empty())) {
-                        Sent::Pending => return Poll::Pending,
-                        Sent::Closed => port.close_edge(index),
-                        Sent::Done => sent_items += part_len,
-                    }
-                }
-                port.parts.clear();
-            }
-        }
-        if port.closed {
-            self.buf.clear();
-            self.acks.clear();
-            port.parts.clear();
-        } else {
-            port.stats.add_sent(sent_items);
-        }
-        Poll::Ready(())
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.lock().poll_flush(cx)
     }
 }
 
@@ -639,11 +695,12 @@ fn unreachable_clone() -> ! {
 
 impl<T> std::fmt::Debug for Emitter<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let core = self.lock();
         f.debug_struct("Emitter")
             .field("item", &std::any::type_name::<T>())
-            .field("buffered", &self.buf.len())
-            .field("limit", &self.limit)
-            .field("closed", &self.port.as_ref().is_some_and(|p| p.closed))
+            .field("buffered", &core.buffer.items.len())
+            .field("limit", &core.limit)
+            .field("closed", &core.is_closed())
             .finish()
     }
 }

@@ -90,6 +90,7 @@ mod report;
 mod sinks;
 mod sources;
 mod stats;
+mod status;
 pub mod testing;
 mod topology;
 
@@ -97,7 +98,7 @@ pub use adapt::{NodeExt, SinkExt};
 pub use builder::{
     DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity,
 };
-pub use edge::Acks;
+pub use edge::{AckGuard, AckOutcome, Acks};
 pub use emitter::Emitter;
 pub use error::{BoxError, BuildError, Error};
 pub use node::{Context, Node, Now, Sink, Source};

@@ -8,6 +8,7 @@ use crate::edge::Acks;
 use crate::emitter::Emitter;
 use crate::error::BoxError;
 use crate::stats::NodeStats;
+use crate::status::{Status, Stop};
 
 /// A processing step: reads items of type `In`, emits items of type `Out`.
 ///
@@ -198,21 +199,6 @@ pub trait Source: Send + 'static {
     fn cooperative_shutdown(&self) -> bool {
         false
     }
-
-    /// Whether this source calls [`Emitter::flush`] itself before it waits.
-    ///
-    /// The runtime cannot see inside `run`, so by default a source's items
-    /// pass through a small relay that the runtime drains, sending a partial
-    /// chunk whenever nothing more is ready. Sources that flush on their own
-    /// before waiting (the built-in ones do) skip the relay.
-    #[doc(hidden)]
-    fn flushes_itself(&self) -> bool {
-        false
-    }
-}
-
-pub(crate) fn source_flushes_itself<S: Source>(source: &S) -> bool {
-    source.flushes_itself()
 }
 
 /// A node without output: consumes items.
@@ -270,12 +256,15 @@ pub trait Sink: Send + 'static {
     fn consume(&mut self, item: Self::In) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Receives the acknowledgements owed by the chunk of items about to be
-    /// consumed, and returns those the runtime should release once the
-    /// chunk is consumed (by default, all of them).
+    /// consumed, and returns those the runtime should release once every
+    /// item of the chunk is consumed (by default, all of them). If the sink
+    /// fails before that, the runtime drops them instead: not done.
     ///
     /// A sink whose items are only done later (a Kafka producer waiting for
     /// delivery reports, a database writer that commits every few seconds)
-    /// keeps them until then and returns an empty [`Acks`]. See [`Acks`].
+    /// keeps them, returns an empty [`Acks`], and calls [`Acks::release`]
+    /// once its output is really done; if that never happens (the write
+    /// failed, the pipeline was cancelled), it just drops them. See [`Acks`].
     fn hold(&mut self, acks: Acks) -> Acks {
         acks
     }
@@ -331,61 +320,28 @@ pub enum Now<In, Out, E> {
 pub struct Context {
     name: Arc<str>,
     shutdown: CancellationToken,
-    failed: CancellationToken,
+    status: Arc<Status>,
     stats: Arc<NodeStats>,
-    fatal: Arc<Fatal>,
-}
-
-/// The first failure reported through [`Context::fail`], for the
-/// supervisor of the pipeline.
-#[derive(Debug, Default)]
-pub(crate) struct Fatal {
-    first: std::sync::Mutex<Option<(Arc<str>, BoxError)>>,
-    reported: CancellationToken,
-}
-
-impl Fatal {
-    /// Resolves once some node has called [`Context::fail`].
-    pub(crate) async fn reported(&self) {
-        self.reported.cancelled().await;
-    }
-
-    /// The node that failed first, and its error.
-    pub(crate) fn take(&self) -> Option<(Arc<str>, BoxError)> {
-        self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-    }
 }
 
 impl Context {
-    pub(crate) fn new(
-        name: Arc<str>,
-        shutdown: CancellationToken,
-        failed: CancellationToken,
-        stats: Arc<NodeStats>,
-        fatal: Arc<Fatal>,
-    ) -> Self {
-        Self { name, shutdown, failed, stats, fatal }
+    pub(crate) fn new(name: Arc<str>, shutdown: CancellationToken, status: Arc<Status>, stats: Arc<NodeStats>) -> Self {
+        Self { name, shutdown, status, stats }
     }
 
     /// A context for a node running outside a topology.
     pub(crate) fn detached(name: &str) -> Self {
-        Self::new(
-            name.into(),
-            CancellationToken::new(),
-            CancellationToken::new(),
-            Arc::new(NodeStats::detached()),
-            Arc::default(),
-        )
+        Self::new(name.into(), CancellationToken::new(), Arc::default(), Arc::new(NodeStats::detached()))
     }
 
-    /// Whether the pipeline is being torn down because a node failed or a
-    /// shutdown deadline passed.
+    /// Whether the pipeline is being torn down: a node failed, a shutdown
+    /// deadline passed, or the pipeline was cancelled (its `run()` future or
+    /// its handle dropped).
     ///
-    /// From then on, acknowledgements that are dropped do not mean their
-    /// items were done: a source that commits progress (Kafka offsets) must
-    /// stop committing.
+    /// From then on nothing new is acknowledged as done; a source that
+    /// commits progress (Kafka offsets) stops committing.
     pub fn has_failed(&self) -> bool {
-        self.failed.is_cancelled()
+        self.status.has_stopped()
     }
 
     /// Fails the whole pipeline with `error`, whatever error policy wraps
@@ -397,17 +353,15 @@ impl Context {
     /// the call that handles an item: a Kafka sink learning that librdkafka
     /// gave up on a delivery must not let `skip_errors` turn that into a
     /// committed offset. From the moment it is called,
-    /// [`has_failed`](Context::has_failed) is true, so acknowledgements
-    /// dropped afterwards are not taken as done. Can be called from any
-    /// thread; only the first call's error is kept.
+    /// [`has_failed`](Context::has_failed) is true, and the pipeline's
+    /// outcome is an error even if every node finishes right after. Can be
+    /// called from any thread; only the first failure of a pipeline is kept.
     pub fn fail(&self, error: impl Into<BoxError>) {
-        self.failed.cancel();
-        let mut first = self.fatal.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if first.is_none() && !self.fatal.reported.is_cancelled() {
-            *first = Some((self.name.clone(), error.into()));
-        }
-        drop(first);
-        self.fatal.reported.cancel();
+        self.status.record(Stop::Failed { node: self.name.clone(), source: error.into() });
+    }
+
+    pub(crate) fn status(&self) -> &Arc<Status> {
+        &self.status
     }
 
     /// Counts an error the node handled itself (skipped or retried), in the
@@ -422,6 +376,10 @@ impl Context {
 
     /// The node's name in its topology.
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
         &self.name
     }
 

@@ -1,5 +1,10 @@
 //! The nodes behind `TopologyBuilder::parallel_ordered`: number the items,
 //! process them in several workers, put the results back in order.
+//!
+//! Order of what a worker emits from a timer or its final hook: right after
+//! the output of the last input that worker had processed when the timer
+//! fired (first, if none). Acknowledgements of inputs a worker keeps in its
+//! state travel with what it eventually emits from them, as in any node.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -11,15 +16,18 @@ use tokio::time::Instant;
 use crate::emitter::{Emitter, Held};
 use crate::node::{Context, Node, Now};
 
-/// What a worker produced for one numbered input.
+/// What a worker produced.
 pub(crate) enum Seq<O> {
-    /// The common case: one output, no allocation.
+    /// The common case: one output for input `seq`, no allocation.
     One(u64, O),
     Zero(u64),
     Many(u64, Vec<O>),
-    /// Outputs of a worker's timers and final hook, after every numbered
-    /// output.
-    Tail(Vec<O>),
+    /// Outputs of a timer or the final hook, placed right after input
+    /// `after` (the last one the worker processed), or first if `None`.
+    Tail {
+        after: Option<u64>,
+        outputs: Vec<O>,
+    },
 }
 
 /// Numbers items in arrival order.
@@ -55,18 +63,34 @@ impl<T: Send + 'static> Node for Sequencer<T> {
 }
 
 /// Runs a node on numbered items and numbers its outputs.
+///
+/// The inner node emits into a detached emitter that is given the input's
+/// acknowledgements for each call, so what it holds in state (a batch, a
+/// window) keeps them; what it emits is moved to the real output together
+/// with what it owes.
 pub(crate) struct Sequenced<N: Node> {
     inner: N,
     local: Emitter<N::Out>,
+    /// The last input this worker processed.
+    last: Option<u64>,
 }
 
 impl<N: Node> Sequenced<N> {
     pub(crate) fn new(inner: N) -> Self {
-        Self { inner, local: Emitter::detached() }
+        Self { inner, local: Emitter::detached(), last: None }
     }
 
-    fn collected(&mut self) -> Vec<N::Out> {
-        self.local.drain_detached().collect()
+    /// Emits what a timer or the final hook of the inner node produced.
+    async fn emit_tail(&mut self, out: &mut Emitter<Seq<N::Out>>) {
+        let (outputs, mut owed) = self.local.take_detached();
+        if outputs.is_empty() {
+            // Adopted from state but nothing came of it: done, as a filtered
+            // item is.
+            owed.release();
+            return;
+        }
+        out.owe(&mut owed);
+        out.emit(Seq::Tail { after: self.last, outputs }).await;
     }
 }
 
@@ -80,8 +104,10 @@ impl<N: Node> Node for Sequenced<N> {
     }
 
     async fn process(&mut self, (seq, item): (u64, N::In), out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
+        self.last = Some(seq);
+        self.local.begin_input(out.current_acks());
         self.inner.process(item, &mut self.local).await?;
-        let mut outputs = self.collected();
+        let (mut outputs, mut owed) = self.local.take_detached();
         let numbered = match outputs.len() {
             0 => Seq::Zero(seq),
             1 => match outputs.pop() {
@@ -90,6 +116,7 @@ impl<N: Node> Node for Sequenced<N> {
             },
             _ => Seq::Many(seq, outputs),
         };
+        out.owe(&mut owed);
         out.emit(numbered).await;
         Ok(())
     }
@@ -97,8 +124,14 @@ impl<N: Node> Node for Sequenced<N> {
     #[inline]
     fn process_now(&mut self, (seq, item): (u64, N::In)) -> Now<(u64, N::In), Seq<N::Out>, N::Error> {
         match self.inner.process_now(item) {
-            Now::Emit(value) => Now::Emit(Seq::One(seq, value)),
-            Now::Nothing => Now::Emit(Seq::Zero(seq)),
+            Now::Emit(value) => {
+                self.last = Some(seq);
+                Now::Emit(Seq::One(seq, value))
+            }
+            Now::Nothing => {
+                self.last = Some(seq);
+                Now::Emit(Seq::Zero(seq))
+            }
             Now::Fail(error) => Now::Fail(error),
             Now::Later(item) => Now::Later((seq, item)),
         }
@@ -110,48 +143,55 @@ impl<N: Node> Node for Sequenced<N> {
 
     async fn on_timer(&mut self, out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
         self.inner.on_timer(&mut self.local).await?;
-        let outputs = self.collected();
-        if !outputs.is_empty() {
-            out.emit(Seq::Tail(outputs)).await;
-        }
+        self.emit_tail(out).await;
         Ok(())
     }
 
     async fn finish(&mut self, out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
         self.inner.finish(&mut self.local).await?;
-        let outputs = self.collected();
-        if !outputs.is_empty() {
-            out.emit(Seq::Tail(outputs)).await;
-        }
+        self.emit_tail(out).await;
         Ok(())
     }
 }
 
-/// Emits numbered outputs in number order.
+/// Emits numbered outputs in number order, each worker's timer outputs
+/// right after the input they follow.
 pub(crate) struct Reorder<O> {
     next: u64,
     /// Outputs that arrived before their turn, with the acknowledgements of
     /// the chunk they came in.
     early: BTreeMap<u64, (Seq<O>, Held)>,
-    tails: Vec<O>,
-    tail_acks: Held,
+    /// Timer outputs waiting for the input they follow.
+    tails: BTreeMap<u64, Vec<(Vec<O>, Held)>>,
 }
 
 impl<O> Reorder<O> {
     pub(crate) fn new() -> Self {
-        Self { next: 0, early: BTreeMap::new(), tails: Vec::new(), tail_acks: Held::default() }
+        Self { next: 0, early: BTreeMap::new(), tails: BTreeMap::new() }
     }
 }
 
 async fn release<O: Send + 'static>(numbered: Seq<O>, out: &mut Emitter<O>) {
     match numbered {
         Seq::One(_, value) => out.emit(value).await,
-        Seq::Many(_, values) => {
+        Seq::Many(_, values) | Seq::Tail { outputs: values, .. } => {
             for value in values {
                 out.emit(value).await;
             }
         }
-        Seq::Zero(_) | Seq::Tail(_) => {}
+        Seq::Zero(_) => {}
+    }
+}
+
+impl<O: Send + 'static> Reorder<O> {
+    /// Emits the timer outputs that follow input `seq`.
+    async fn release_tails(&mut self, seq: u64, out: &mut Emitter<O>) {
+        for (outputs, mut held) in self.tails.remove(&seq).unwrap_or_default() {
+            out.adopt(&mut held);
+            for value in outputs {
+                out.emit(value).await;
+            }
+        }
     }
 }
 
@@ -163,10 +203,17 @@ impl<O: Send + 'static> Node for Reorder<O> {
     async fn process(&mut self, numbered: Seq<O>, out: &mut Emitter<O>) -> Result<(), Infallible> {
         let seq = match &numbered {
             Seq::One(seq, _) | Seq::Zero(seq) | Seq::Many(seq, _) => *seq,
-            Seq::Tail(_) => {
-                out.hold(&mut self.tail_acks);
-                if let Seq::Tail(values) = numbered {
-                    self.tails.extend(values);
+            Seq::Tail { after, .. } => {
+                match *after {
+                    Some(after) if after >= self.next => {
+                        // The input it follows has not gone out yet.
+                        let mut held = Held::default();
+                        out.hold(&mut held);
+                        if let Seq::Tail { outputs, .. } = numbered {
+                            self.tails.entry(after).or_default().push((outputs, held));
+                        }
+                    }
+                    _ => release(numbered, out).await,
                 }
                 return Ok(());
             }
@@ -178,24 +225,29 @@ impl<O: Send + 'static> Node for Reorder<O> {
             return Ok(());
         }
         release(numbered, out).await;
+        self.release_tails(seq, out).await;
         self.next += 1;
         while let Some((numbered, mut held)) = self.early.remove(&self.next) {
             out.adopt(&mut held);
             release(numbered, out).await;
+            self.release_tails(self.next, out).await;
             self.next += 1;
         }
         Ok(())
     }
 
     async fn finish(&mut self, out: &mut Emitter<O>) -> Result<(), Infallible> {
-        // Only a failed worker leaves gaps; emit what there is, in order.
-        for (_, (numbered, mut held)) in std::mem::take(&mut self.early) {
-            out.adopt(&mut held);
-            release(numbered, out).await;
-        }
-        out.adopt(&mut self.tail_acks);
-        for value in std::mem::take(&mut self.tails) {
-            out.emit(value).await;
+        // Every input has come (only a failed worker leaves gaps, and then
+        // this does not run): emit what is left, in order.
+        let mut keys: Vec<u64> = self.early.keys().chain(self.tails.keys()).copied().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for seq in keys {
+            if let Some((numbered, mut held)) = self.early.remove(&seq) {
+                out.adopt(&mut held);
+                release(numbered, out).await;
+            }
+            self.release_tails(seq, out).await;
         }
         Ok(())
     }

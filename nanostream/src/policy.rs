@@ -490,10 +490,6 @@ impl<In: Send + 'static, E: Send + 'static> Source for LetterSource<In, E> {
     fn cooperative_shutdown(&self) -> bool {
         true
     }
-
-    fn flushes_itself(&self) -> bool {
-        true
-    }
 }
 
 /// Builds the pair behind `node_with_dead_letters`.

@@ -256,8 +256,9 @@ where
         if self.fed >= FLUSH_EVERY {
             self.sink.flush().await?;
             self.fed = 0;
-            // The current chunk is not fed in full yet: keep its guards.
-            self.unflushed.clear();
+            // Earlier chunks are fed in full and flushed: done. The current
+            // chunk is not fed in full yet: keep its guards.
+            std::mem::take(&mut self.unflushed).release();
         }
         Ok(())
     }
@@ -265,15 +266,16 @@ where
     async fn flush(&mut self) -> Result<(), S::Error> {
         self.sink.flush().await?;
         self.fed = 0;
-        self.unflushed.clear();
-        self.current.clear();
+        // Called when no input is ready, so the current chunk is fed in full.
+        std::mem::take(&mut self.unflushed).release();
+        std::mem::take(&mut self.current).release();
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), S::Error> {
         self.sink.close().await?;
-        self.unflushed.clear();
-        self.current.clear();
+        std::mem::take(&mut self.unflushed).release();
+        std::mem::take(&mut self.current).release();
         Ok(())
     }
 }

@@ -56,20 +56,24 @@ where
     async fn run(&mut self, out: &mut Emitter<I::Item>) -> Result<(), Infallible> {
         loop {
             // Fill a chunk without awaiting, then send it.
-            let (buf, limit) = out.buffer();
-            let before = buf.len();
-            buf.extend(self.iter.by_ref().take(limit.saturating_sub(before)));
-            if buf.len() < limit {
+            let iter = &mut self.iter;
+            let full = out.with_buffer(|buf, limit| {
+                buf.extend(iter.take(limit.saturating_sub(buf.len())));
+                buf.len() >= limit
+            });
+            if !full {
                 return Ok(());
             }
             out.flush_or_park().await;
         }
     }
+}
 
-    fn flushes_itself(&self) -> bool {
-        // An iterator never waits: full chunks are always the right size.
-        true
-    }
+/// How far filling a chunk got without waiting.
+enum Fill {
+    Full,
+    Waiting,
+    End,
 }
 
 /// A source that emits the items of a stream; see [`from_stream`].
@@ -119,25 +123,31 @@ where
 
     async fn run(&mut self, out: &mut Emitter<S::Item>) -> Result<(), Infallible> {
         loop {
-            let ready = std::future::poll_fn(|cx| Poll::Ready(self.stream.as_mut().poll_next(cx))).await;
-            let item = match ready {
-                Poll::Ready(Some(item)) => item,
-                Poll::Ready(None) => break,
-                Poll::Pending => {
-                    out.flush().await;
-                    match self.stream.next().await {
-                        Some(item) => item,
-                        None => break,
+            // Take what the stream has ready, up to a chunk, without waiting.
+            let stream = &mut self.stream;
+            let fill = std::future::poll_fn(|cx| {
+                Poll::Ready(out.with_buffer(|buf, limit| {
+                    while buf.len() < limit {
+                        match stream.as_mut().poll_next(cx) {
+                            Poll::Ready(Some(item)) => buf.push(item),
+                            Poll::Ready(None) => return Fill::End,
+                            Poll::Pending => return Fill::Waiting,
+                        }
                     }
-                }
-            };
-            out.emit(item).await;
+                    Fill::Full
+                }))
+            })
+            .await;
+            match fill {
+                Fill::Full => out.flush_or_park().await,
+                Fill::End => return Ok(()),
+                // The runtime sends what is buffered while the stream waits.
+                Fill::Waiting => match self.stream.next().await {
+                    Some(item) => out.emit(item).await,
+                    None => return Ok(()),
+                },
+            }
         }
-        Ok(())
-    }
-
-    fn flushes_itself(&self) -> bool {
-        true
     }
 }
 
@@ -201,11 +211,26 @@ impl<T: Send + 'static> Source for FromChannel<T> {
                 closing = true;
                 self.rx.close();
             }
-            let item = match self.rx.try_recv() {
-                Ok(item) => item,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    out.flush().await;
+            // Take what is ready, up to a chunk, without waiting.
+            let rx = &mut self.rx;
+            let fill = out.with_buffer(|buf, limit| {
+                while buf.len() < limit {
+                    match rx.try_recv() {
+                        Ok(item) => buf.push(item),
+                        Err(mpsc::error::TryRecvError::Disconnected) => return Fill::End,
+                        Err(mpsc::error::TryRecvError::Empty) => return Fill::Waiting,
+                    }
+                }
+                Fill::Full
+            });
+            let item = match fill {
+                Fill::Full => {
+                    out.flush_or_park().await;
+                    continue;
+                }
+                Fill::End => break,
+                Fill::Waiting => {
+                    // The runtime sends what is buffered while this waits.
                     let shutdown = async {
                         match &self.ctx {
                             Some(ctx) => ctx.shutdown_requested().await,
@@ -228,10 +253,6 @@ impl<T: Send + 'static> Source for FromChannel<T> {
     }
 
     fn cooperative_shutdown(&self) -> bool {
-        true
-    }
-
-    fn flushes_itself(&self) -> bool {
         true
     }
 }

@@ -1,21 +1,22 @@
 use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::builder::TopologyBuilder;
-use crate::driver::{NodeEnv, NodeFailure, NodeResult, Prepared, panic_message};
+use crate::driver::{NodeEnv, Prepared, panic_message};
 use crate::edge::EdgeRef;
 use crate::error::{AbandonedNode, AbandonedReport, Error};
-use crate::node::{Context, Fatal};
+use crate::node::Context;
 use crate::report::{NodeInfo, NodeSnapshot};
 use crate::stats::NodeStats;
+use crate::status::{Status, Stop};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeKind {
@@ -82,12 +83,6 @@ impl std::fmt::Debug for Topology {
     }
 }
 
-#[derive(Default)]
-struct Outcome {
-    error: Option<Error>,
-    abandoned: Option<AbandonedReport>,
-}
-
 impl Topology {
     /// Starts wiring a new topology.
     pub fn builder() -> TopologyBuilder {
@@ -106,11 +101,44 @@ impl Topology {
     /// everything they sent. `topology.run().await` is the same as
     /// `topology.start().join().await`.
     ///
+    /// # Cancellation
+    ///
+    /// Dropping the returned future before it completes cancels the
+    /// pipeline: every node task is aborted, and nothing that was not
+    /// finished is acknowledged as done (a Kafka source commits nothing for
+    /// it; see [`Acks`](crate::Acks)). So `run()` composes with other async
+    /// code: in a `tokio::select!` with other services, under
+    /// `tokio::time::timeout`, or in a task that gets aborted. To stop
+    /// gracefully instead, use [`start`](Topology::start) and
+    /// [`TopologyHandle::shutdown`].
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let ticks = g.source("ticks", from_stream(futures::stream::repeat(1u64)));
+    /// g.sink("ignore", for_each(|_: u64| async {}), ticks);
+    /// let pipeline = g.build()?;
+    ///
+    /// tokio::select! {
+    ///     result = pipeline.run() => result?,
+    ///     () = tokio::time::sleep(Duration::from_millis(10)) => {
+    ///         // The endless pipeline was cancelled when `run()` was dropped.
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// If a node returns an error or panics, every other node is stopped,
     /// no final hook runs, and the error names the node:
-    /// [`Error::NodeFailed`] or [`Error::NodePanicked`].
+    /// [`Error::NodeFailed`] or [`Error::NodePanicked`]. A failure is never
+    /// reported as success, even when every node finishes right after it.
     ///
     /// # Panics
     ///
@@ -123,8 +151,12 @@ impl Topology {
     ///
     /// Each node runs in its own task inside a `tracing` span named after the
     /// node; built with `--cfg tokio_unstable`, the task itself carries the
-    /// node's name too (visible in tokio-console). Dropping the handle
-    /// detaches the pipeline; it keeps running.
+    /// node's name too (visible in tokio-console).
+    ///
+    /// The pipeline lives as long as its handle: dropping the
+    /// [`TopologyHandle`] before the pipeline finished cancels it, as
+    /// dropping [`run`](Topology::run) does. To let it run on its own, call
+    /// [`TopologyHandle::detach`].
     ///
     /// # Panics
     ///
@@ -152,22 +184,20 @@ impl Topology {
     /// ```
     pub fn start(self) -> TopologyHandle {
         let shutdown = CancellationToken::new();
-        let failed = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let fatal = Arc::new(Fatal::default());
+        let status = Arc::new(Status::default());
+        let deadline = Arc::new(DeadlineRequest::default());
         let mut set = JoinSet::new();
         let mut ids = HashMap::with_capacity(self.nodes.len());
         let mut infos = Vec::with_capacity(self.nodes.len());
+        let mut tasks = Vec::with_capacity(self.nodes.len());
         for (index, plan) in self.nodes.into_iter().enumerate() {
             let name: Arc<str> = plan.name.into();
             let stats = Arc::new(NodeStats::new(&name));
-            let env = NodeEnv {
-                ctx: Context::new(name.clone(), shutdown.clone(), failed.clone(), stats.clone(), fatal.clone()),
-                failed: failed.clone(),
-            };
+            let env = NodeEnv { ctx: Context::new(name.clone(), shutdown.clone(), status.clone(), stats.clone()) };
             let span = tracing::info_span!("node", name = %name);
             let task = spawn_named(&mut set, &name, (plan.launch)(env).instrument(span));
             ids.insert(task.id(), index);
+            tasks.push(task);
             infos.push(NodeInfo { name, inputs: plan.inputs, outputs: plan.outputs, stats });
         }
         let nodes: Arc<[NodeInfo]> = infos.into();
@@ -176,11 +206,21 @@ impl Topology {
             let span = tracing::info_span!("nanostream_progress");
             tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()).instrument(span));
         }
+        let detached = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!("nanostream_supervisor");
         let supervisor = tokio::spawn(
-            supervise(set, ids, nodes.clone(), failed, fatal, abort.clone(), done.clone()).instrument(span),
+            Supervisor {
+                set,
+                ids,
+                nodes: nodes.clone(),
+                status: status.clone(),
+                deadline: deadline.clone(),
+                detached: detached.clone(),
+            }
+            .run(done.clone())
+            .instrument(span),
         );
-        TopologyHandle { shutdown, abort, done, supervisor, nodes }
+        TopologyHandle { shutdown, deadline, done, supervisor: Some(supervisor), nodes, status, tasks, detached }
     }
 }
 
@@ -220,17 +260,17 @@ impl IntoFuture for Topology {
 }
 
 #[cfg(tokio_unstable)]
-fn spawn_named<F>(set: &mut JoinSet<NodeResult>, name: &str, task: F) -> tokio::task::AbortHandle
+fn spawn_named<F>(set: &mut JoinSet<()>, name: &str, task: F) -> AbortHandle
 where
-    F: std::future::Future<Output = NodeResult> + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
     set.build_task().name(name).spawn(task).expect("tokio failed to spawn a node task")
 }
 
 #[cfg(not(tokio_unstable))]
-fn spawn_named<F>(set: &mut JoinSet<NodeResult>, _name: &str, task: F) -> tokio::task::AbortHandle
+fn spawn_named<F>(set: &mut JoinSet<()>, _name: &str, task: F) -> AbortHandle
 where
-    F: std::future::Future<Output = NodeResult> + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
     set.spawn(task)
 }
@@ -249,109 +289,135 @@ fn abandoned(nodes: &[NodeInfo], running: &[bool]) -> AbandonedReport {
     }
 }
 
-async fn supervise(
-    mut set: JoinSet<NodeResult>,
+/// A shutdown deadline that passed: set once, by the handle.
+#[derive(Debug, Default)]
+struct DeadlineRequest {
+    passed: Mutex<Option<Duration>>,
+    token: CancellationToken,
+}
+
+impl DeadlineRequest {
+    fn request(&self, deadline: Duration) {
+        *self.passed.lock().unwrap_or_else(PoisonError::into_inner) = Some(deadline);
+        self.token.cancel();
+    }
+
+    fn deadline(&self) -> Duration {
+        self.passed.lock().unwrap_or_else(PoisonError::into_inner).unwrap_or_default()
+    }
+}
+
+/// Waits for the node tasks, stops them all at the first failure, and
+/// reads the outcome once every task has ended.
+struct Supervisor {
+    set: JoinSet<()>,
     ids: HashMap<tokio::task::Id, usize>,
     nodes: Arc<[NodeInfo]>,
-    failed: CancellationToken,
-    fatal: Arc<Fatal>,
-    abort: CancellationToken,
-    done: CancellationToken,
-) -> Outcome {
-    // Stops the progress reporter however this function ends.
-    let _done = done.drop_guard();
-    let mut running = vec![true; nodes.len()];
-    let mut outcome = Outcome::default();
-    let mut fatal_seen = false;
-    loop {
-        let joined = tokio::select! {
-            joined = set.join_next_with_id() => joined,
-            () = fatal.reported(), if !fatal_seen => {
-                // A node failed through `Context::fail`, past its policies.
-                fatal_seen = true;
-                if let Some((node, source)) = fatal.take()
-                    && outcome.error.is_none()
-                {
-                    tracing::debug!(node = %node, "node failed; stopping the pipeline");
-                    outcome.error = Some(Error::NodeFailed { node: node.to_string(), source });
+    status: Arc<Status>,
+    deadline: Arc<DeadlineRequest>,
+    detached: Arc<AtomicBool>,
+}
+
+impl Supervisor {
+    async fn run(mut self, done: CancellationToken) -> Result<(), Error> {
+        // Stops the progress reporter however this function ends.
+        let _done = done.drop_guard();
+        let mut running = vec![true; self.nodes.len()];
+        let mut stopping = false;
+        let mut deadline_seen = false;
+        loop {
+            let joined = tokio::select! {
+                joined = self.set.join_next_with_id() => joined,
+                () = self.status.stopped(), if !stopping => {
+                    // A node failed (or the pipeline is being cancelled):
+                    // stop the others.
+                    stopping = true;
+                    self.set.abort_all();
+                    continue;
                 }
-                failed.cancel();
-                set.abort_all();
-                continue;
-            }
-            () = abort.cancelled(), if outcome.abandoned.is_none() => {
-                let report = abandoned(&nodes, &running);
-                tracing::warn!(%report, "shutdown deadline passed; aborting nodes");
-                outcome.abandoned = Some(report);
-                failed.cancel();
-                set.abort_all();
-                continue;
-            }
-        };
-        let Some(joined) = joined else { break };
-        let (id, result) = match joined {
-            Ok((id, result)) => (id, result),
-            Err(error) => {
-                let id = error.id();
-                if error.is_panic() {
-                    (id, Err(NodeFailure::Panic(panic_message(&*error.into_panic()))))
-                } else {
-                    // Cancelled: aborted by this supervisor.
-                    (id, Ok(()))
+                () = self.deadline.token.cancelled(), if !deadline_seen => {
+                    deadline_seen = true;
+                    let report = abandoned(&self.nodes, &running);
+                    tracing::warn!(%report, "shutdown deadline passed; aborting nodes");
+                    self.status.record(Stop::TimedOut { deadline: self.deadline.deadline(), report });
+                    continue;
                 }
+            };
+            let Some(joined) = joined else { break };
+            let id = match joined {
+                Ok((id, ())) => id,
+                Err(error) => {
+                    let id = error.id();
+                    // A node task catches its own panics; this is a panic in
+                    // the runtime's code around it. Aborted tasks need no
+                    // record: they were aborted because of one.
+                    if error.is_panic() {
+                        let node =
+                            self.ids.get(&id).map_or_else(|| "<unknown>".into(), |&i| self.nodes[i].name.clone());
+                        self.status.record(Stop::Panicked { node, message: panic_message(&*error.into_panic()) });
+                    }
+                    id
+                }
+            };
+            if let Some(&index) = self.ids.get(&id) {
+                running[index] = false;
             }
-        };
-        let Some(&index) = ids.get(&id) else { continue };
-        running[index] = false;
-        if let Err(failure) = result {
-            let node = nodes[index].name.to_string();
-            if outcome.error.is_none() {
-                tracing::debug!(node = %node, "node failed; stopping the pipeline");
-                outcome.error = Some(match failure {
-                    NodeFailure::Error(source) => Error::NodeFailed { node, source },
-                    NodeFailure::Panic(message) => Error::NodePanicked { node, message },
-                });
-            }
-            failed.cancel();
-            set.abort_all();
         }
+        let outcome = self.status.outcome();
+        if let Err(error) = &outcome
+            && self.detached.load(Ordering::Acquire)
+        {
+            tracing::error!(%error, "a detached pipeline stopped");
+        }
+        outcome
     }
-    outcome
 }
 
 /// A pipeline running in the background, returned by [`Topology::start`].
+///
+/// The pipeline lives as long as this handle: dropping it before the
+/// pipeline has finished cancels the pipeline (every node task is aborted
+/// and nothing unfinished is acknowledged as done), so that a pipeline never
+/// outlives the code that started it by accident. [`join`](Self::join) and
+/// [`shutdown`](Self::shutdown) consume the handle and wait; dropping their
+/// futures cancels too. [`detach`](Self::detach) lets the pipeline run on
+/// its own.
 #[derive(Debug)]
 pub struct TopologyHandle {
     shutdown: CancellationToken,
-    abort: CancellationToken,
+    deadline: Arc<DeadlineRequest>,
     done: CancellationToken,
-    supervisor: JoinHandle<Outcome>,
+    /// `None` once detached.
+    supervisor: Option<JoinHandle<Result<(), Error>>>,
     nodes: Arc<[NodeInfo]>,
+    status: Arc<Status>,
+    tasks: Vec<AbortHandle>,
+    detached: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outcome").field("error", &self.error).field("abandoned", &self.abandoned).finish()
+impl Drop for TopologyHandle {
+    fn drop(&mut self) {
+        let Some(supervisor) = &self.supervisor else { return };
+        if supervisor.is_finished() {
+            return;
+        }
+        // Dropped while running: cancel. Recorded first, so that every node
+        // and source sees the pipeline as stopping before its task goes.
+        self.status.record(Stop::Cancelled);
+        for task in &self.tasks {
+            task.abort();
+        }
+        supervisor.abort();
     }
 }
 
-fn resolve(joined: Result<Outcome, tokio::task::JoinError>, deadline: Option<Duration>) -> Result<(), Error> {
-    let outcome = match joined {
+fn resolve(joined: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    match joined {
         Ok(outcome) => outcome,
         Err(error) if error.is_panic() => {
-            return Err(Error::NodePanicked {
-                node: "<supervisor>".to_owned(),
-                message: panic_message(&*error.into_panic()),
-            });
+            Err(Error::NodePanicked { node: "<supervisor>".to_owned(), message: panic_message(&*error.into_panic()) })
         }
-        Err(_) => return Err(Error::Cancelled),
-    };
-    if let Some(error) = outcome.error {
-        return Err(error);
-    }
-    match (outcome.abandoned, deadline) {
-        (Some(report), Some(deadline)) => Err(Error::ShutdownTimedOut { deadline, report }),
-        _ => Ok(()),
+        Err(_) => Err(Error::Cancelled),
     }
 }
 
@@ -405,16 +471,49 @@ impl TopologyHandle {
 
     /// Whether every node has finished.
     pub fn is_finished(&self) -> bool {
-        self.supervisor.is_finished()
+        self.supervisor.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits until the pipeline has finished.
     ///
+    /// Dropping the returned future before it completes cancels the
+    /// pipeline, as dropping [`Topology::run`] does.
+    ///
     /// # Errors
     ///
     /// The same as [`Topology::run`].
-    pub async fn join(self) -> Result<(), Error> {
-        resolve(self.supervisor.await, None)
+    pub async fn join(mut self) -> Result<(), Error> {
+        let Some(supervisor) = self.supervisor.as_mut() else { return Err(Error::Cancelled) };
+        resolve(supervisor.await)
+    }
+
+    /// Lets the pipeline run on its own: dropping the handle no longer
+    /// cancels it. It runs until its sources end (or it fails); a failure is
+    /// then logged as a `tracing` error, since nobody waits for it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let (tx, events) = from_channel::<u32>(16);
+    /// let mut g = Topology::builder();
+    /// let events = g.source("events", events);
+    /// let (sum, total) = fold(0, |a, x: u32| a + x);
+    /// g.sink("sum", sum, events);
+    /// g.build()?.start().detach();
+    ///
+    /// tx.send(42).await.expect("the detached pipeline is running");
+    /// drop(tx);
+    /// assert_eq!(total.await, Some(42));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn detach(mut self) {
+        self.detached.store(true, Ordering::Release);
+        self.supervisor = None;
     }
 
     /// Stops the pipeline gracefully, waiting at most `deadline`.
@@ -422,7 +521,7 @@ impl TopologyHandle {
     /// Sources stop producing; every item already produced flows through the
     /// graph and final hooks run, as at a normal end of input. If that takes
     /// longer than `deadline`, the nodes still running are aborted and the
-    /// error reports them.
+    /// error reports them; what they had not finished is not acknowledged.
     ///
     /// # Errors
     ///
@@ -431,11 +530,12 @@ impl TopologyHandle {
     /// during the drain is returned as from [`Topology::run`].
     pub async fn shutdown(mut self, deadline: Duration) -> Result<(), Error> {
         self.shutdown.cancel();
-        match tokio::time::timeout(deadline, &mut self.supervisor).await {
-            Ok(joined) => resolve(joined, None),
+        let Some(supervisor) = self.supervisor.as_mut() else { return Err(Error::Cancelled) };
+        match tokio::time::timeout(deadline, &mut *supervisor).await {
+            Ok(joined) => resolve(joined),
             Err(_elapsed) => {
-                self.abort.cancel();
-                resolve(self.supervisor.await, Some(deadline))
+                self.deadline.request(deadline);
+                resolve(supervisor.await)
             }
         }
     }

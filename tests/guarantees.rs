@@ -1,0 +1,578 @@
+//! Nothing lost, nothing stuck: one regression test per defect found in
+//! the delivery path (issue 10). Counts are exact; time is paused.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nanostream::prelude::*;
+use nanostream::{AckOutcome, Acks, Error};
+
+/// Which source items were acknowledged as done, which were abandoned, and
+/// which sinks consumed.
+#[derive(Default)]
+struct Ledger {
+    done: Mutex<Vec<u64>>,
+    abandoned: Mutex<Vec<u64>>,
+    consumed: Mutex<HashSet<u64>>,
+}
+
+fn guard(item: u64, ledger: &Arc<Ledger>) -> Acks {
+    let ledger = ledger.clone();
+    Acks::new(move |outcome| match outcome {
+        AckOutcome::Done => ledger.done.lock().expect("not poisoned").push(item),
+        _ => ledger.abandoned.lock().expect("not poisoned").push(item),
+    })
+}
+
+/// Emits `0..n`, one acknowledgement per item, and counts what it emitted.
+struct Ledgered {
+    n: u64,
+    ledger: Arc<Ledger>,
+    emitted: Arc<AtomicU64>,
+    ctx: Option<Context>,
+    dropped: Arc<AtomicBool>,
+    /// After the last item, wait for shutdown instead of finishing.
+    then_wait: bool,
+}
+
+impl Ledgered {
+    fn new(n: u64, ledger: &Arc<Ledger>) -> Self {
+        Self {
+            n,
+            ledger: ledger.clone(),
+            emitted: Arc::default(),
+            ctx: None,
+            dropped: Arc::default(),
+            then_wait: false,
+        }
+    }
+}
+
+impl Drop for Ledgered {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Source for Ledgered {
+    type Out = u64;
+    type Error = Infallible;
+
+    async fn setup(&mut self, ctx: &Context) -> Result<(), Infallible> {
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+
+    async fn run(&mut self, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+        let ctx = self.ctx.clone().expect("set up");
+        for item in 0..self.n {
+            out.begin_batch(guard(item, &self.ledger));
+            out.emit(item).await;
+            out.end_batch();
+            self.emitted.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.then_wait {
+            out.flush().await;
+            ctx.shutdown_requested().await;
+        }
+        Ok(())
+    }
+
+    fn cooperative_shutdown(&self) -> bool {
+        true
+    }
+}
+
+fn consume_into(ledger: &Arc<Ledger>) -> impl Sink<In = u64> {
+    let ledger = ledger.clone();
+    for_each(move |x: u64| {
+        let ledger = ledger.clone();
+        async move {
+            ledger.consumed.lock().expect("not poisoned").insert(x);
+        }
+    })
+}
+
+/// Defect 1: a pipeline dropped mid-way (its `run()` future, then the
+/// runtime) must not count the items it never processed as done.
+#[test]
+fn dropping_the_pipeline_and_its_runtime_acknowledges_nothing_unfinished() {
+    let ledger = Arc::new(Ledger::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut g = Topology::builder();
+        let items = g.source("items", Ledgered::new(500, &ledger));
+        let slow = g.node(
+            "slow",
+            then(|x: u64| async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                x
+            }),
+            items,
+        );
+        g.sink("store", consume_into(&ledger), slow);
+        let run = g.build().expect("valid").run();
+        assert!(tokio::time::timeout(Duration::from_millis(50), run).await.is_err(), "still running");
+    });
+    drop(runtime);
+    let consumed = ledger.consumed.lock().expect("not poisoned").clone();
+    let done = ledger.done.lock().expect("not poisoned").clone();
+    assert!(consumed.len() < 500, "the pipeline was stopped before the end");
+    let unfinished: Vec<u64> = done.iter().copied().filter(|i| !consumed.contains(i)).collect();
+    assert!(
+        unfinished.is_empty(),
+        "{} items acknowledged as done were never consumed (first: {:?}); {} consumed",
+        unfinished.len(),
+        &unfinished[..unfinished.len().min(5)],
+        consumed.len()
+    );
+}
+
+/// An endless source that counts what it emitted, and says when it is
+/// dropped.
+struct Endless {
+    emitted: Arc<AtomicU64>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Source for Endless {
+    type Out = u64;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+        loop {
+            let n = self.emitted.fetch_add(1, Ordering::SeqCst);
+            out.emit(n).await;
+        }
+    }
+}
+
+fn endless() -> (Endless, Arc<AtomicU64>, Arc<AtomicBool>) {
+    let emitted = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicBool::new(false));
+    (Endless { emitted: emitted.clone(), dropped: dropped.clone() }, emitted, dropped)
+}
+
+fn endless_pipeline() -> (Topology, Arc<AtomicU64>, Arc<AtomicBool>) {
+    let (source, emitted, dropped) = endless();
+    let mut g = Topology::builder();
+    let n = g.source("endless", source);
+    let m = g.node("double", map(|x: u64| x * 2), n);
+    let (sink, _count) = count();
+    g.sink("count", sink, m);
+    (g.build().expect("valid"), emitted, dropped)
+}
+
+/// Defect 2: dropping the `run()` future (here by a timeout) stops every
+/// node of the pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_run_stops_the_pipeline() {
+    let (topology, emitted, dropped) = endless_pipeline();
+    assert!(tokio::time::timeout(Duration::from_millis(50), topology.run()).await.is_err());
+    // Aborted tasks are dropped at their next poll; give them a moment.
+    for _ in 0..200 {
+        if dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the source is still running after run() was dropped");
+    let stopped_at = emitted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(emitted.load(Ordering::SeqCst), stopped_at, "nothing is emitted once stopped");
+}
+
+/// Defect 2: aborting the task that awaits `run()` stops the pipeline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_the_task_that_awaits_run_stops_the_pipeline() {
+    let (topology, emitted, dropped) = endless_pipeline();
+    let task = tokio::spawn(topology.run());
+    while emitted.load(Ordering::SeqCst) < 10_000 {
+        tokio::task::yield_now().await;
+    }
+    task.abort();
+    assert!(task.await.expect_err("aborted").is_cancelled());
+    for _ in 0..200 {
+        if dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the source is still running after its run() was aborted");
+}
+
+/// Counts what a reader consumed, taking `delay` per item (yielding once
+/// when zero).
+fn slow_reader(delay: Duration) -> (impl Sink<In = u32>, Arc<AtomicUsize>) {
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let seen = consumed.clone();
+    let sink = for_each(move |_: u32| {
+        let seen = seen.clone();
+        async move {
+            if delay.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (sink, consumed)
+}
+
+/// Runs `source` into a fast and a slow reader of a broadcast, for every
+/// small edge size, and returns the runs in which a reader missed items.
+async fn broadcast_losses<S: Source<Out = u32>>(
+    n: usize,
+    delay: Duration,
+    source: impl Fn() -> S,
+) -> Vec<(usize, usize, usize, usize)> {
+    let mut lost = Vec::new();
+    for capacity in 1..=8 {
+        for chunk in 1..=6 {
+            let mut g = Topology::builder();
+            g.chunk_size(chunk).default_capacity(capacity);
+            let items = g.source("items", source());
+            let (fast, fast_count) = count();
+            g.sink("fast", fast, &items);
+            let (slow, slow_count) = slow_reader(delay);
+            g.sink("slow", slow, &items);
+            g.build().expect("valid").run().await.expect("runs");
+            let (fast, slow) = (fast_count.get() as usize, slow_count.load(Ordering::SeqCst));
+            if fast != n || slow != n {
+                lost.push((capacity, chunk, fast, slow));
+            }
+        }
+    }
+    lost
+}
+
+/// Defect 5: a push source (`#[node]` with only an emitter) whose output is
+/// broadcast, with one reader back-pressured as the source returns, still
+/// delivers every item to every reader.
+#[tokio::test(start_paused = true)]
+async fn a_push_source_delivers_its_last_items_to_every_reader() {
+    #[node]
+    async fn items(n: &u32, out: &mut Emitter<u32>) {
+        for i in 0..*n {
+            out.emit(i).await;
+            tokio::task::yield_now().await;
+        }
+    }
+    for n in [7, 11, 16] {
+        for delay in [Duration::ZERO, Duration::from_millis(1)] {
+            let lost = broadcast_losses(n as usize, delay, || items(n)).await;
+            assert!(lost.is_empty(), "{n} items, reader delay {delay:?}: (capacity, chunk, fast, slow) {lost:?}");
+        }
+    }
+}
+
+/// Defect 5: `flush` is cancel safe, even when it is interrupted half-way
+/// through a broadcast and more items are emitted afterwards.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_flush_loses_nothing() {
+    struct Impatient {
+        n: u32,
+        every: u32,
+    }
+    impl Source for Impatient {
+        type Out = u32;
+        type Error = Infallible;
+        async fn run(&mut self, out: &mut Emitter<u32>) -> Result<(), Infallible> {
+            for i in 0..self.n {
+                out.emit(i).await;
+                if i % self.every == 0 {
+                    tokio::select! {
+                        () = out.flush() => {}
+                        () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    for n in [7, 11, 20] {
+        for every in 1..=3 {
+            let lost = broadcast_losses(n as usize, Duration::from_millis(5), || Impatient { n, every }).await;
+            assert!(lost.is_empty(), "{n} items, flush every {every}: (capacity, chunk, fast, slow) {lost:?}");
+        }
+    }
+}
+
+/// Defect 6: a pipeline failed through `Context::fail` never reports
+/// success, even when every task finishes right after the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pipeline_never_returns_ok() {
+    struct FailAtEnd(Option<Context>);
+    impl Sink for FailAtEnd {
+        type In = u32;
+        type Error = Infallible;
+        async fn setup(&mut self, ctx: &Context) -> Result<(), Infallible> {
+            self.0 = Some(ctx.clone());
+            Ok(())
+        }
+        async fn consume(&mut self, _: u32) -> Result<(), Infallible> {
+            Ok(())
+        }
+        async fn finish(&mut self) -> Result<(), Infallible> {
+            if let Some(ctx) = &self.0 {
+                ctx.fail("delivery failed");
+            }
+            Ok(())
+        }
+    }
+    let mut ok = 0;
+    for _ in 0..1_000 {
+        let mut g = Topology::builder();
+        let n = g.source("n", from_iter(0..10u32));
+        g.sink("fails", FailAtEnd(None), n);
+        match g.build().expect("valid").run().await {
+            Ok(()) => ok += 1,
+            Err(Error::NodeFailed { node, .. }) => assert_eq!(node, "fails"),
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(ok, 0, "runs that returned Ok after Context::fail, out of 1000");
+}
+
+/// Defect 7: what a node has emitted reaches its edge before the node
+/// waits on something slow.
+#[tokio::test(start_paused = true)]
+async fn outputs_are_sent_before_a_node_waits() {
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0..101u64));
+    let slow_last = g.node(
+        "slow_last",
+        then(|x: u64| async move {
+            if x == 100 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            x
+        }),
+        items,
+    );
+    let (sink, seen) = count();
+    g.sink("count", sink, slow_last);
+    let running = g.build().expect("valid").start();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(seen.get(), 100, "items 0-99 are at the sink while item 100 waits");
+    running.join().await.expect("runs");
+    assert_eq!(seen.get(), 101);
+}
+
+/// Defect 7, inside one call: an item emitted before the node awaits
+/// something slow is sent before the wait.
+#[tokio::test(start_paused = true)]
+async fn an_output_emitted_before_an_await_in_the_same_call_is_sent() {
+    #[node]
+    async fn announce_then_wait(x: u64, out: &mut Emitter<u64>) {
+        out.emit(x).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0..3u64));
+    let slow = g.node("announce_then_wait", announce_then_wait(), items);
+    let (sink, seen) = count();
+    g.sink("count", sink, slow);
+    let running = g.build().expect("valid").start();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(seen.get(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(seen.get(), 2);
+    running.join().await.expect("runs");
+    assert_eq!(seen.get(), 3);
+}
+
+/// Defect 8: `parallel` keeps `n` slow items in progress whatever the chunk
+/// size.
+#[tokio::test(start_paused = true)]
+async fn parallel_spreads_slow_items_over_every_worker() {
+    for ordered in [false, true] {
+        let busy = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let make = {
+            let (busy, peak) = (busy.clone(), peak.clone());
+            move || {
+                let (busy, peak) = (busy.clone(), peak.clone());
+                then(move |x: u64| {
+                    let (busy, peak) = (busy.clone(), peak.clone());
+                    async move {
+                        let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                        x
+                    }
+                })
+            }
+        };
+        let mut g = Topology::builder();
+        let items = g.source("items", from_iter(0..40u64));
+        let done =
+            if ordered { g.parallel_ordered("lookup", 4, make, items) } else { g.parallel("lookup", 4, make, items) };
+        let (sink, seen) = count();
+        g.sink("count", sink, done);
+        let started = tokio::time::Instant::now();
+        g.build().expect("valid").run().await.expect("runs");
+        assert_eq!(seen.get(), 40);
+        assert_eq!(peak.load(Ordering::SeqCst), 4, "ordered: {ordered}");
+        assert_eq!(started.elapsed(), Duration::from_millis(200), "ordered: {ordered}");
+    }
+}
+
+/// A sink stuck on its first item forever.
+struct Stalled;
+impl Sink for Stalled {
+    type In = u64;
+    type Error = Infallible;
+    async fn consume(&mut self, _: u64) -> Result<(), Infallible> {
+        std::future::pending().await
+    }
+}
+
+const CAPACITY: usize = 4096;
+const CHUNK: usize = 1024;
+
+/// Runs `source -> stalled sink` until nothing moves, and returns how many
+/// items the source emitted.
+async fn in_flight<S: Source<Out = u64>>(source: S, emitted: &AtomicU64) -> u64 {
+    let mut g = Topology::builder();
+    let items = g.source("source", source);
+    g.sink("stalled", Stalled, items);
+    let running = g.build().expect("valid").start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = emitted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(emitted.load(Ordering::SeqCst), n, "the source is stalled");
+    drop(running);
+    n
+}
+
+/// Defect 9: with a stalled sink, exactly `capacity + 2 × chunk` items are
+/// in flight on the edge, whatever kind of source feeds it.
+#[tokio::test(start_paused = true)]
+async fn every_kind_of_source_meets_the_back_pressure_bound() {
+    let bound = (CAPACITY + 2 * CHUNK) as u64;
+
+    let emitted = Arc::new(AtomicU64::new(0));
+    let e = emitted.clone();
+    let iter = from_iter((0..u64::MAX).inspect(move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(in_flight(iter, &emitted).await, bound, "from_iter");
+
+    let emitted = Arc::new(AtomicU64::new(0));
+    let e = emitted.clone();
+    let stream = from_stream(futures::StreamExt::inspect(futures::stream::iter(0..u64::MAX), move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(in_flight(stream, &emitted).await, bound, "from_stream");
+
+    let (source, emitted, _dropped) = endless();
+    assert_eq!(in_flight(source, &emitted).await, bound, "a custom Source");
+
+    #[node]
+    async fn counting(emitted: &Arc<AtomicU64>, out: &mut Emitter<u64>) {
+        loop {
+            let n = emitted.fetch_add(1, Ordering::SeqCst);
+            out.emit(n).await;
+        }
+    }
+    let emitted = Arc::new(AtomicU64::new(0));
+    assert_eq!(in_flight(counting(emitted.clone()), &emitted).await, bound, "a #[node] source");
+
+    // A channel filled before the start: the source takes full chunks.
+    let (tx, channel) = from_channel::<u64>(20_000);
+    for n in 0..20_000 {
+        tx.try_send(n).expect("room");
+    }
+    let taken = Arc::new(AtomicU64::new(0));
+    let probe = tx.clone();
+    let t = taken.clone();
+    let watcher = tokio::spawn(async move {
+        loop {
+            t.store(probe.capacity() as u64, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert_eq!(in_flight(channel, &taken).await, bound, "from_channel");
+    watcher.abort();
+
+    // Items trickling in: the source sends what it has whenever it waits,
+    // so chunks are partial and fill the edge's chunk slots first; the
+    // bound still holds.
+    let (tx, channel) = from_channel::<u64>(16);
+    let emitted = Arc::new(AtomicU64::new(0));
+    let e = emitted.clone();
+    let feeder = tokio::spawn(async move {
+        let mut n = 0;
+        while tx.send(n).await.is_ok() {
+            n += 1;
+            e.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The channel's own 16 slots are outside the pipeline.
+    let trickled = in_flight(channel, &emitted).await;
+    assert!(trickled - 16 <= bound, "from_channel, trickling: {trickled} - 16 in flight");
+    feeder.abort();
+}
+
+/// Defect 3: `parallel_ordered` keeps the acknowledgements of items that a
+/// worker holds in a batch until that batch is delivered.
+#[tokio::test(start_paused = true)]
+async fn parallel_ordered_keeps_acks_of_items_held_by_a_worker() {
+    let ledger = Arc::new(Ledger::default());
+    let mut g = Topology::builder();
+    let mut source = Ledgered::new(10, &ledger);
+    source.then_wait = true;
+    let items = g.source("items", source);
+    let batches = g.parallel_ordered("batch", 2, || batch(4, Duration::from_secs(60)), items);
+    let l = ledger.clone();
+    let store = for_each(move |b: Vec<u64>| {
+        let l = l.clone();
+        async move {
+            l.consumed.lock().expect("not poisoned").extend(b);
+        }
+    });
+    g.sink("store", store, batches);
+    let running = g.build().expect("valid").start();
+    // Let everything move; at most 4 + 4 items can have gone out in full
+    // batches, the rest sits in the workers' open batches.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let consumed = ledger.consumed.lock().expect("not poisoned").clone();
+    let done = ledger.done.lock().expect("not poisoned").clone();
+    let early: Vec<u64> = done.iter().copied().filter(|i| !consumed.contains(i)).collect();
+    assert!(early.is_empty(), "acknowledged while held in a worker's batch: {early:?} (consumed {consumed:?})");
+    running.shutdown(Duration::from_secs(5)).await.expect("drains");
+    assert_eq!(ledger.consumed.lock().expect("not poisoned").len(), 10);
+    assert_eq!(ledger.done.lock().expect("not poisoned").len(), 10);
+}
+
+/// Defect 4: on an endless input, `parallel_ordered` lets timer outputs of
+/// its workers (partial batches) flow, instead of holding them to the end.
+#[tokio::test(start_paused = true)]
+async fn parallel_ordered_lets_timer_outputs_flow() {
+    let (tx, items) = from_channel::<u64>(16);
+    let mut g = Topology::builder();
+    let items = g.source("items", items);
+    let batches = g.parallel_ordered("batch", 2, || batch(100, Duration::from_millis(50)), items);
+    let (sink, seen) = count();
+    g.sink("count", sink, batches);
+    let running = g.build().expect("valid").start();
+    for i in 0..5 {
+        tx.send(i).await.expect("running");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(seen.get() >= 1, "a partial batch came out on its timer");
+    drop(tx);
+    running.join().await.expect("runs");
+}
