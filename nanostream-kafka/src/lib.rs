@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blocking;
 mod codec;
 mod error;
 mod offsets;

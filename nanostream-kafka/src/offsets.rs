@@ -196,6 +196,13 @@ impl Offsets {
         }
     }
 
+    /// Forgets every partition (the whole assignment was dropped).
+    pub(crate) fn forget_all(&self) {
+        let mut state = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        state.logs.clear();
+    }
+
     /// Whether every batch emitted so far is settled: done, or abandoned
     /// (then never committed past).
     pub(crate) fn all_done(&self) -> bool {

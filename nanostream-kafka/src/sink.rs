@@ -13,6 +13,7 @@ use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
+use crate::blocking::OffWorker;
 use crate::codec::Encoder;
 use crate::error::Error;
 use crate::record::Outgoing;
@@ -48,7 +49,7 @@ impl KafkaSinkBuilder {
         let shared = Arc::new(Shared::default());
         let producer = self.config.create_with_context(SinkContext { shared: shared.clone() })?;
         Ok(KafkaSink {
-            producer,
+            producer: OffWorker::new(producer),
             encoder,
             default_topic: self.default_topic,
             shared,
@@ -174,7 +175,9 @@ impl ProducerContext for SinkContext {
 /// # Ok(()) }
 /// ```
 pub struct KafkaSink<T, E> {
-    producer: ThreadedProducer<SinkContext>,
+    /// Dropped on the blocking pool: dropping a producer joins its polling
+    /// thread and flushes.
+    producer: OffWorker<ThreadedProducer<SinkContext>>,
     encoder: E,
     default_topic: Option<String>,
     shared: Arc<Shared>,

@@ -19,6 +19,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::blocking::{OffWorker, blocking};
 use crate::codec::Decoder;
 use crate::error::Error;
 use crate::offsets::{BatchGuard, Offsets};
@@ -154,12 +155,12 @@ impl KafkaSourceBuilder {
                         producer.set(key, value);
                     }
                 }
-                Some((producer.create::<FutureProducer>()?, topic.clone()))
+                Some((OffWorker::new(producer.create::<FutureProducer>()?), topic.clone()))
             }
             _ => None,
         };
         Ok(KafkaSource {
-            consumer: Arc::new(consumer),
+            consumer: OffWorker::new(Arc::new(consumer)),
             decoder,
             topics: self.topics,
             offsets,
@@ -235,12 +236,13 @@ const CONNECTION_SETTINGS: &[&str] = &[
 /// # Ok(()) }
 /// ```
 pub struct KafkaSource<T, D> {
-    consumer: Arc<StreamConsumer<SourceContext>>,
+    /// Dropped on the blocking pool: closing a consumer leaves its group.
+    consumer: OffWorker<Arc<StreamConsumer<SourceContext>>>,
     decoder: D,
     topics: Vec<String>,
     offsets: Arc<Offsets>,
     decode_errors: DecodeErrors,
-    dead_letters: Option<(FutureProducer, String)>,
+    dead_letters: Option<(OffWorker<FutureProducer>, String)>,
     commit_interval: Duration,
     batch: usize,
     /// Track acknowledgements and commit only what is done.
@@ -320,10 +322,18 @@ impl ClientContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Commits what is done in revoked partitions before another member
+    /// takes them over.
+    ///
+    /// Asynchronously, because rebalance callbacks run inside the source's
+    /// poll, on an async worker. librdkafka serves the commit before the
+    /// unassignment that follows and sends it with the current generation,
+    /// ahead of the rejoin; if it fails anyway, the new owner reads those
+    /// records again (duplicates, never loss).
     fn commit(&self, consumer: &BaseConsumer<Self>, only: &TopicPartitionList) {
         let offsets = self.offsets.take_committable(Some(only));
         if offsets.count() > 0
-            && let Err(error) = consumer.commit(&offsets, CommitMode::Sync)
+            && let Err(error) = consumer.commit(&offsets, CommitMode::Async)
         {
             tracing::warn!(%error, "committing offsets of revoked partitions failed; they will be read again");
         }
@@ -357,7 +367,11 @@ impl ConsumerContext for SourceContext {
                 if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
             other => {
-                tracing::error!(error = ?other, "rebalance failed");
+                // librdkafka asks to drop the whole assignment: forget its
+                // offsets too, so that no late acknowledgement is committed
+                // for partitions this member no longer owns.
+                tracing::error!(error = ?other, "rebalance failed; dropping the assignment");
+                self.offsets.forget_all();
                 consumer.unassign()
             }
         };
@@ -384,7 +398,24 @@ impl<T, D> KafkaSource<T, D> {
         name
     }
 
-    fn commit(&self, mode: CommitMode) {
+    /// Commits what is done without waiting for the broker; a failure comes
+    /// back through the commit callback, which takes the offsets back.
+    fn commit_async(&self) {
+        if !self.track {
+            return;
+        }
+        let offsets = self.offsets.take_committable(None);
+        if offsets.count() > 0
+            && let Err(error) = self.consumer.commit(&offsets, CommitMode::Async)
+        {
+            tracing::warn!(%error, "committing offsets failed; they are retried");
+            self.offsets.uncommit(&offsets);
+        }
+    }
+
+    /// Commits what is done and waits for the broker, off the async
+    /// workers.
+    async fn commit_sync(&self) {
         if !self.track {
             return;
         }
@@ -392,8 +423,10 @@ impl<T, D> KafkaSource<T, D> {
         if offsets.count() == 0 {
             return;
         }
-        if let Err(error) = self.consumer.commit(&offsets, mode) {
-            tracing::warn!(%error, "committing offsets failed; they are retried");
+        let consumer = Arc::clone(&self.consumer);
+        let committed = blocking(move || consumer.commit(&offsets, CommitMode::Sync).map_err(|e| (e, offsets))).await;
+        if let Some(Err((error, offsets))) = committed {
+            tracing::warn!(%error, "committing offsets failed; they are read again after a restart");
             self.offsets.uncommit(&offsets);
         }
     }
@@ -421,6 +454,23 @@ fn headers_of(message: &BorrowedMessage<'_>) -> Vec<Header> {
         .unwrap_or_default()
 }
 
+/// Drops what a batch read from partitions revoked while it was read:
+/// whoever owns them now reads them again from the committed offset, dead
+/// letters included (these are dropped before they are ever sent).
+fn drop_stale<T>(
+    stale: &[(Arc<str>, i32)],
+    records: &mut Vec<Record<T>>,
+    letters: &mut Vec<(Arc<str>, i32, Delivery)>,
+) {
+    if stale.is_empty() {
+        return;
+    }
+    let is_stale = |topic: &Arc<str>, partition: i32| stale.iter().any(|(t, p)| *p == partition && *t == *topic);
+    records.retain(|r| !is_stale(&r.topic, r.partition));
+    letters.retain(|(topic, partition, _)| !is_stale(topic, *partition));
+    tracing::debug!(partitions = stale.len(), "dropping records of revoked partitions");
+}
+
 /// The delivery of a dead letter, and what its message's batch owes until
 /// then.
 type DeadLetterDelivery = futures::future::BoxFuture<'static, (Result<(), String>, Acks)>;
@@ -444,13 +494,13 @@ where
 
     async fn run(&mut self, out: &mut Emitter<Record<T>>) -> Result<(), Error> {
         let ctx = self.ctx.clone().ok_or(Error::NotSetUp)?;
-        let consumer = self.consumer.clone();
+        let consumer = Arc::clone(&self.consumer);
         let mut stream = consumer.stream();
         let mut shutdown = pin!(ctx.shutdown_requested());
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dead_letters: FuturesUnordered<DeadLetterDelivery> = FuturesUnordered::new();
-        let mut batch_letters: Vec<Delivery> = Vec::new();
+        let mut batch_letters: Vec<(Arc<str>, i32, Delivery)> = Vec::new();
         let mut records: Vec<Record<T>> = Vec::with_capacity(self.batch);
         let mut parts: Vec<(Arc<str>, i32, i64)> = Vec::new();
         // A message read after a rebalance, waiting for the next batch.
@@ -467,10 +517,12 @@ where
                         continue;
                     }
                     _ = commit_tick.tick() => {
-                        self.commit(CommitMode::Async);
+                        self.commit_async();
                         continue;
                     }
-                    message = stream.next() => message,
+                    // Back-pressure: with a batch of dead letters waiting for
+                    // delivery, read no more until some are delivered.
+                    message = stream.next(), if dead_letters.len() < self.batch => message,
                 },
             };
             let Some(first) = first else { break };
@@ -520,7 +572,8 @@ where
                             }
                             DecodeErrors::DeadLetter(_) => {
                                 ctx.record_error();
-                                batch_letters.push(self.dead_letter(&message, &error.to_string()));
+                                let letter = self.dead_letter(&message, &error.to_string());
+                                batch_letters.push((topic, partition, letter));
                             }
                         },
                     }
@@ -536,19 +589,14 @@ where
             }
             let acks = if self.track {
                 let (guard, stale) = self.offsets.batch(&parts, generation);
-                if !stale.is_empty() {
-                    // Read before their partitions were revoked: whoever owns
-                    // them now reads them again from the committed offset.
-                    records.retain(|r| !stale.iter().any(|(t, p)| *p == r.partition && *t == r.topic));
-                    tracing::debug!(partitions = stale.len(), "dropping records of revoked partitions");
-                }
+                drop_stale(&stale, &mut records, &mut batch_letters);
                 Acks::new::<BatchGuard>(guard)
             } else {
                 Acks::default()
             };
             parts.clear();
             // A dead letter's message is done once the letter is delivered.
-            for delivery in batch_letters.drain(..) {
+            for (_, _, delivery) in batch_letters.drain(..) {
                 let owed = acks.clone();
                 dead_letters.push(Box::pin(async move { (delivery.await, owed) }));
             }
@@ -572,9 +620,13 @@ where
             // Keep serving the group (rebalances, heartbeats) while the graph
             // drains, without reading more: a message that still arrives is
             // not tracked, so it is read again after a restart.
-            if let Ok(assignment) = self.consumer.assignment() {
-                let _ = self.consumer.pause(&assignment);
-            }
+            let consumer = Arc::clone(&self.consumer);
+            blocking(move || {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+            })
+            .await;
             let mut poll = tokio::time::interval(Duration::from_millis(10));
             while !self.offsets.all_done() && !ctx.has_failed() {
                 tokio::select! {
@@ -587,8 +639,9 @@ where
                 }
             }
         }
-        self.commit(CommitMode::Sync);
-        self.consumer.unsubscribe();
+        self.commit_sync().await;
+        let consumer = Arc::clone(&self.consumer);
+        blocking(move || consumer.unsubscribe()).await;
         Ok(())
     }
 
@@ -618,7 +671,7 @@ impl<T, D> KafkaSource<T, D> {
         for (key, value) in &origin {
             headers = headers.insert(rdkafka::message::Header { key, value: Some(value.as_bytes()) });
         }
-        let (producer, topic) = (producer.clone(), topic.clone());
+        let (producer, topic) = (FutureProducer::clone(producer), topic.clone());
         let payload = message.payload().unwrap_or_default().to_vec();
         let key = message.key().map(<[u8]>::to_vec);
         Box::pin(async move {
@@ -644,5 +697,71 @@ impl<T, D> KafkaSource<T, D> {
                 Err(_) => Err("the producer was dropped".to_owned()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nanostream::{AckGuard, AckOutcome};
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    fn record(topic: &Arc<str>, partition: i32, offset: i64) -> Record<()> {
+        Record { topic: topic.clone(), partition, offset, key: None, headers: Vec::new(), timestamp: None, value: () }
+    }
+
+    #[test]
+    fn records_and_dead_letters_of_revoked_partitions_are_dropped_unsent() {
+        let t: Arc<str> = Arc::from("t");
+        let sent = Arc::new(AtomicBool::new(false));
+        let letter = |sent: &Arc<AtomicBool>| -> Delivery {
+            let sent = sent.clone();
+            Box::pin(async move {
+                sent.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let mut records = vec![record(&t, 0, 5), record(&t, 1, 7)];
+        let mut letters = vec![(t.clone(), 0, letter(&sent)), (t.clone(), 1, letter(&Arc::default()))];
+        drop_stale(&[(t.clone(), 0)], &mut records, &mut letters);
+        assert_eq!(records.iter().map(|r| r.partition).collect::<Vec<_>>(), [1]);
+        assert_eq!(letters.iter().map(|l| l.1).collect::<Vec<_>>(), [1]);
+        assert!(!sent.load(Ordering::SeqCst), "the dead letter of the revoked partition is never produced");
+    }
+
+    #[test]
+    fn a_failed_rebalance_forgets_the_offsets_of_the_dropped_assignment() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 2, 1).expect("topic");
+        let offsets = Arc::new(Offsets::default());
+        let context = SourceContext {
+            offsets: offsets.clone(),
+            start: StartFrom::Committed,
+            seen: Mutex::default(),
+            group: "g".into(),
+        };
+        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "g")
+            .create_with_context(context)
+            .expect("consumer");
+        let mut assigned = TopicPartitionList::new();
+        assigned.add_partition("t", 0);
+        assigned.add_partition("t", 1);
+        consumer.context().rebalance(&consumer, RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, &mut assigned);
+        let t: Arc<str> = Arc::from("t");
+        let (guard, stale) = offsets.batch(&[(t.clone(), 0, 9), (t.clone(), 1, 4)], offsets.generation());
+        assert!(stale.is_empty());
+        // The group failed to rebalance: librdkafka asks to drop everything.
+        let mut failed = assigned.clone();
+        consumer.context().rebalance(&consumer, RDKafkaRespErr::RD_KAFKA_RESP_ERR__FAIL, &mut failed);
+        // A batch read before, done after, must not be committed for
+        // partitions this member no longer owns.
+        guard.settle(AckOutcome::Done);
+        assert_eq!(offsets.take_committable(None).count(), 0);
+        assert!(offsets.all_done());
     }
 }

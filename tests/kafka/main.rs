@@ -389,3 +389,79 @@ async fn an_idle_pipeline_commits_everything_it_delivered() {
     }
     running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
 }
+
+/// A pipeline dropped mid-way, then its (current-thread) runtime, commits
+/// nothing it did not finish: the consumer's close commits only what sinks
+/// consumed. The runtime drops tasks in the order they were spawned, so the
+/// source runs both first and last.
+#[test]
+fn dropping_a_running_pipeline_commits_nothing_unfinished() {
+    for source_last in [false, true] {
+        teardown(source_last);
+    }
+}
+
+/// `records -> slow -> store`, the store counting what it consumed and
+/// saying when it reached 50.
+fn slow_store(
+    g: &mut TopologyBuilder,
+    records: Output<Record<Vec<u8>>>,
+    processed: &Arc<std::sync::atomic::AtomicUsize>,
+    reached: &Arc<tokio::sync::Notify>,
+) {
+    let slow = g.node(
+        "slow",
+        then(|r: Record<Vec<u8>>| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            r.offset
+        }),
+        records,
+    );
+    let (count, note) = (processed.clone(), reached.clone());
+    let store = for_each(move |_offset: i64| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 50 {
+            note.notify_one();
+        }
+        async {}
+    });
+    g.sink("store", store, slow);
+}
+
+fn teardown(source_last: bool) {
+    const N: usize = 500;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let topic = unique("teardown");
+    let group = unique("teardown-group");
+    let processed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    runtime.block_on(async {
+        create_topic(&topic, 1).await;
+        produce(&topic, (0..N).map(|i| (None, i.to_string().into_bytes()))).await;
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let consume = source(&group, &[&topic]).build(Raw).expect("source");
+        // Tasks are spawned in the order nodes are added.
+        let mut g = Topology::builder();
+        if source_last {
+            let (records_in, records) = g.placeholder("records");
+            slow_store(&mut g, records, &processed, &reached);
+            let consumed = g.source("consume", consume);
+            g.connect(&records_in, consumed);
+        } else {
+            let records = g.source("consume", consume);
+            slow_store(&mut g, records, &processed, &reached);
+        }
+        let pipeline = g.build().expect("valid");
+        tokio::select! {
+            result = pipeline.run() => panic!("the pipeline ended by itself: {result:?}"),
+            () = reached.notified() => {}
+        }
+    });
+    // The `run()` future is gone; now the runtime and every task with it.
+    drop(runtime);
+    let processed = processed.load(std::sync::atomic::Ordering::SeqCst);
+    let committed = committed(&group, &topic, 1)[0];
+    println!(
+        "teardown (source last: {source_last}): {N} messages, {processed} processed, committed offset {committed}"
+    );
+    assert!(processed < N, "stopped before the end");
+    assert!(committed <= processed as i64, "committed offset {committed} past the {processed} processed messages");
+}
