@@ -308,6 +308,29 @@ async fn an_interrupted_flush_loses_nothing() {
     }
 }
 
+/// Found by the randomized suite: a split (`partition_by`) chunk whose
+/// parts were half sent when the node finished is still sent in full.
+#[tokio::test(start_paused = true)]
+async fn a_half_sent_partition_is_finished_by_the_final_flush() {
+    for capacity in 1..=4 {
+        for chunk in 1..=4 {
+            let mut g = Topology::builder();
+            g.chunk_size(chunk).default_capacity(capacity);
+            let items = g.source("items", from_iter(0..20u32));
+            let keyed = g.node("keyed", map(|x: u32| x), items);
+            let parts = g.partition_by(keyed, 2, |x: &u32| *x);
+            let mut parts = parts.into_iter();
+            let (slow, slow_count) = slow_reader(Duration::from_millis(1));
+            g.sink("slow", slow, parts.next().expect("two parts"));
+            let (fast, fast_count) = count();
+            g.sink("fast", fast, parts.next().expect("two parts"));
+            g.build().expect("valid").run().await.expect("runs");
+            let delivered = slow_count.load(Ordering::SeqCst) as u64 + fast_count.get();
+            assert_eq!(delivered, 20, "capacity {capacity}, chunk {chunk}");
+        }
+    }
+}
+
 /// Defect 6: a pipeline failed through `Context::fail` never reports
 /// success, even when every task finishes right after the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,6 +578,47 @@ async fn parallel_ordered_keeps_acks_of_items_held_by_a_worker() {
     running.shutdown(Duration::from_secs(5)).await.expect("drains");
     assert_eq!(ledger.consumed.lock().expect("not poisoned").len(), 10);
     assert_eq!(ledger.done.lock().expect("not poisoned").len(), 10);
+}
+
+/// `parallel_ordered` keeps memory bounded when one worker is stuck: the
+/// others stop taking items once `capacity + (workers + 2) × chunk` are
+/// numbered past the stuck one, instead of piling results up in the
+/// reordering node.
+#[tokio::test(start_paused = true)]
+async fn parallel_ordered_holds_back_when_one_worker_is_stuck() {
+    const CAPACITY: usize = 16;
+    const CHUNK: usize = 4;
+    const WORKERS: usize = 3;
+    let processed = Arc::new(AtomicU64::new(0));
+    let make = {
+        let processed = processed.clone();
+        move || {
+            let processed = processed.clone();
+            then(move |x: u64| {
+                let processed = processed.clone();
+                async move {
+                    if x == 0 {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    processed.fetch_add(1, Ordering::SeqCst);
+                    x
+                }
+            })
+        }
+    };
+    let mut g = Topology::builder();
+    g.chunk_size(CHUNK).default_capacity(CAPACITY);
+    let items = g.source("items", from_iter(0..100_000u64));
+    let ordered = g.parallel_ordered("slow_first", WORKERS, make, items);
+    let (sink, seen) = count();
+    g.sink("count", sink, ordered);
+    let running = g.build().expect("valid").start();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let window = (CAPACITY + (WORKERS + 2) * CHUNK) as u64;
+    assert_eq!(seen.get(), 0, "nothing can go out before item 0");
+    assert_eq!(processed.load(Ordering::SeqCst), window - 1, "the others stop after the window");
+    running.join().await.expect("runs");
+    assert_eq!(seen.get(), 100_000);
 }
 
 /// Defect 4: on an endless input, `parallel_ordered` lets timer outputs of

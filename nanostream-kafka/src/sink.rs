@@ -72,22 +72,28 @@ impl KafkaSinkBuilder {
 struct Owed {
     acks: Acks,
     /// Every message of the chunk was handed to librdkafka (or skipped by
-    /// the sink's error policy).
+    /// the sink's error policy for a fault of its own).
     complete: AtomicBool,
-    /// A delivery failed.
+    /// A delivery failed, or a message of the chunk was not produced because
+    /// an earlier delivery had failed.
     failed: AtomicBool,
+    /// Nothing is released once the pipeline has failed.
+    ctx: Option<Context>,
 }
 
 impl Owed {
-    fn new(acks: Acks) -> Self {
-        Self { acks, complete: AtomicBool::new(false), failed: AtomicBool::new(false) }
+    fn new(acks: Acks, ctx: Option<Context>) -> Self {
+        Self { acks, complete: AtomicBool::new(false), failed: AtomicBool::new(false), ctx }
     }
 }
 
 impl Drop for Owed {
     fn drop(&mut self) {
         let acks = std::mem::take(&mut self.acks);
-        if self.complete.load(Ordering::Acquire) && !self.failed.load(Ordering::Acquire) {
+        if self.complete.load(Ordering::Acquire)
+            && !self.failed.load(Ordering::Acquire)
+            && !self.ctx.as_ref().is_some_and(Context::has_failed)
+        {
             acks.release();
         }
     }
@@ -254,6 +260,17 @@ impl Shared {
     }
 }
 
+/// Returns a delivery failure not yet reported, as the error of the message
+/// being consumed. That message is then not produced: its chunk is not done
+/// even if a policy skips the error.
+fn report_failure(shared: &Shared, current: &Owed) -> Result<(), Error> {
+    let reported = shared.take_failure();
+    if reported.is_err() {
+        current.failed.store(true, Ordering::Release);
+    }
+    reported
+}
+
 impl<T, E> KafkaSink<T, E> {
     /// Marks the current chunk as fed in full and starts the next.
     fn next_chunk(&mut self, next: Owed) {
@@ -279,12 +296,12 @@ where
     fn hold(&mut self, acks: Acks) -> Acks {
         // The previous chunk was fed in full. Every message produced from
         // this one keeps a copy until it is delivered.
-        self.next_chunk(Owed::new(acks));
+        self.next_chunk(Owed::new(acks, self.shared.ctx.get().cloned()));
         Acks::default()
     }
 
     async fn consume(&mut self, message: Outgoing<T>) -> Result<(), Error> {
-        self.shared.take_failure()?;
+        report_failure(&self.shared, &self.current)?;
         let Some(topic) = message.topic.as_deref().or(self.default_topic.as_deref()) else {
             return Err(Error::NoTopic);
         };
@@ -320,7 +337,7 @@ where
                     // room. This is where back-pressure reaches the graph.
                     record = returned;
                     self.shared.wait_for_room().await;
-                    self.shared.take_failure()?;
+                    report_failure(&self.shared, &self.current)?;
                 }
                 Err((error, _)) => return Err(error.into()),
             }

@@ -578,7 +578,11 @@ where
                         },
                     }
                 }
-                if records.len() + batch_letters.len() < self.batch {
+                // A batch at most; and at most a batch of dead letters
+                // waiting for delivery, counting those of earlier batches.
+                if records.len() + batch_letters.len() < self.batch
+                    && batch_letters.len() + dead_letters.len() < self.batch
+                {
                     next = stream.next().now_or_never().flatten();
                     if next.is_some() && self.offsets.generation() != generation {
                         // The assignment changed: this message starts the

@@ -598,8 +598,12 @@ impl TopologyBuilder {
     /// in the order of the inputs that produced them.
     ///
     /// Items are numbered by `name.split` and put back in order by `name`,
-    /// which holds early results until the ones before them arrive (memory
-    /// stays bounded by the edges between them).
+    /// which holds early results until the ones before them arrive. Memory
+    /// stays bounded: `name.split` numbers at most `capacity + (workers + 2)
+    /// × chunk` items past the oldest one whose output has not gone out (the
+    /// builder's capacity and chunk size when this is called), so a worker
+    /// stuck on one item holds the others back instead of letting results
+    /// pile up.
     ///
     /// What a copy emits from a timer or its final hook (a batch or window
     /// closing) comes out right after the outputs of the last input that
@@ -639,19 +643,20 @@ impl TopologyBuilder {
         N: Node,
         F: FnMut() -> N,
     {
-        use crate::parallel::{Reorder, Sequenced, Sequencer};
+        use crate::parallel::{Reorder, Sequenced, Sequencer, Window};
         let name = name.into();
         if workers == 0 {
             self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
         }
-        let numbered = self.node(format!("{name}.split"), Sequencer::new(), inputs);
+        let window = Window::new(self.default_capacity + (workers + 2) * self.chunk_size);
+        let numbered = self.node(format!("{name}.split"), Sequencer::new(window.clone()), inputs);
         let parts = self.share(numbered, workers);
         let outs: Vec<_> = parts
             .into_iter()
             .enumerate()
             .map(|(i, part)| self.node(format!("{name}[{i}]"), Sequenced::new(make()), part))
             .collect();
-        self.node(name, Reorder::new(), outs)
+        self.node(name, Reorder::new(window), outs)
     }
 
     /// Adds a node whose failures do not stop the pipeline: each input the

@@ -339,14 +339,16 @@ async fn drive_source<S: Source>(
         () = shutdown.cancelled(), if !cooperative => None,
         () = closed.cancelled() => None,
     };
-    if let Some(result) = finished {
-        result.map_err(|e| failure(env.ctx.stats(), e))?;
+    match finished {
+        Some(result) => result.map_err(|e| failure(env.ctx.stats(), e))?,
+        // Stopped from outside between `begin_batch` and `end_batch`: that
+        // batch is not complete.
+        None => out.abandon_batch(),
     }
     if env.failed() {
         return Ok(());
     }
-    // What the source emitted before it stopped still goes out, owing what
-    // it owed (a source stopped between `begin_batch` and `end_batch`).
+    // What the source emitted before it stopped still goes out.
     out.end_input();
     out.flush().await;
     Ok(())

@@ -258,8 +258,10 @@ impl<T: Send + 'static> EdgeSender<T> {
         match &mut self.tx {
             Tx::Channel(tx) => {
                 // Fast path: a slot is free. The edge has a single sender, so
-                // the slot cannot be taken before `try_send` below.
-                let fast = !self.reserving && tx.get_ref().is_some_and(|tx| tx.capacity() > 0);
+                // the slot cannot be taken before `try_send` below. A closed
+                // channel still reports capacity: check, so that no chunk is
+                // made for a reader that is gone.
+                let fast = !self.reserving && tx.get_ref().is_some_and(|tx| tx.capacity() > 0 && !tx.is_closed());
                 if !fast {
                     match tx.poll_reserve(cx) {
                         Poll::Pending => {

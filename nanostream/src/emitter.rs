@@ -254,6 +254,12 @@ impl<T> Core<T> {
         self.buffer.discard();
     }
 
+    /// Whether a split chunk is waiting in the port for some of its readers
+    /// (its items are no longer in the buffer).
+    fn port_has_parts(&self) -> bool {
+        matches!(&self.output, Output::Connected(port) if !port.parts.is_empty())
+    }
+
     /// Whether every reader has stopped.
     fn is_closed(&self) -> bool {
         matches!(self.output, Output::Closed)
@@ -283,9 +289,10 @@ impl<T> Core<T> {
 }
 
 impl<T: Send + 'static> Core<T> {
-    /// Sends everything buffered, chunk by chunk.
+    /// Sends everything buffered, chunk by chunk, and what an interrupted
+    /// flush left half-sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while !self.buffer.items.is_empty() {
+        while !self.buffer.items.is_empty() || self.port_has_parts() {
             let port = match &mut self.output {
                 Output::Detached => return Poll::Ready(()),
                 Output::Closed | Output::Ended => {
@@ -329,6 +336,9 @@ impl<T: Send + 'static> Port<T> {
                         let cloner = self.cloner;
                         let sent = self.edges[index].poll_send(cx, || {
                             if last {
+                                // Taken out of the buffer even if the reader
+                                // turns out to be gone.
+                                taken = true;
                                 buffer.take_front(n)
                             } else {
                                 let Some(clone) = cloner else { unreachable_clone() };
@@ -342,7 +352,7 @@ impl<T: Send + 'static> Port<T> {
                                     return Poll::Ready(Delivery::Closed);
                                 }
                             }
-                            Sent::Done => taken = last,
+                            Sent::Done => {}
                         }
                     }
                     self.sent_upto += 1;
@@ -542,6 +552,14 @@ impl<T> Emitter<T> {
     pub fn begin_batch(&mut self, acks: Acks) {
         let mut acks = acks;
         self.lock().buffer.current.adopted.append(&mut acks);
+    }
+
+    /// Gives up a batch a source began and never ended (the runtime stopped
+    /// polling it): its acknowledgements are abandoned, since the source may
+    /// have meant them for items it never emitted. What it did emit is still
+    /// delivered.
+    pub(crate) fn abandon_batch(&mut self) {
+        drop(std::mem::take(&mut self.lock().buffer.current.adopted));
     }
 
     /// Ends what [`begin_batch`](Emitter::begin_batch) began: the

@@ -136,9 +136,13 @@ pub trait Node: Send + 'static {
 ///
 /// When the pipeline is asked to shut down gracefully, the runtime stops
 /// polling [`run`](Source::run) and drains what the source has already
-/// emitted; nothing emitted is lost. A source that must do work of its own on
-/// shutdown returns `true` from [`cooperative_shutdown`](Source::cooperative_shutdown)
-/// and watches [`Context::shutdown_requested`] itself.
+/// emitted; nothing emitted is lost. A batch of acknowledgements the source
+/// began ([`Emitter::begin_batch`]) and had not ended is abandoned, not done
+/// (see [`Acks`]): the runtime cannot tell whether it covered items the
+/// source never emitted. A source that must do work of its own on shutdown,
+/// or finish its batches, returns `true` from
+/// [`cooperative_shutdown`](Source::cooperative_shutdown) and watches
+/// [`Context::shutdown_requested`] itself.
 ///
 /// # Examples
 ///

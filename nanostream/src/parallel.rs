@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::emitter::{Emitter, Held};
@@ -30,15 +33,42 @@ pub(crate) enum Seq<O> {
     },
 }
 
-/// Numbers items in arrival order.
+/// How far the numbering may run ahead of the outputs put back in order:
+/// while one worker is stuck on an item, the others stop taking new ones
+/// once this many items are numbered after it, so what `Reorder` holds
+/// stays bounded.
+pub(crate) struct Window {
+    size: u64,
+    /// The number of the oldest item whose output has not gone out.
+    released: AtomicU64,
+    room: Notify,
+}
+
+impl Window {
+    pub(crate) fn new(size: usize) -> Arc<Self> {
+        Arc::new(Self { size: size.max(1) as u64, released: AtomicU64::new(0), room: Notify::new() })
+    }
+
+    fn admits(&self, seq: u64) -> bool {
+        seq < self.released.load(Ordering::Acquire) + self.size
+    }
+
+    fn release_upto(&self, next: u64) {
+        self.released.store(next, Ordering::Release);
+        self.room.notify_one();
+    }
+}
+
+/// Numbers items in arrival order, no further than the window allows.
 pub(crate) struct Sequencer<T> {
     next: u64,
+    window: Arc<Window>,
     _in: PhantomData<fn(T)>,
 }
 
 impl<T> Sequencer<T> {
-    pub(crate) fn new() -> Self {
-        Self { next: 0, _in: PhantomData }
+    pub(crate) fn new(window: Arc<Window>) -> Self {
+        Self { next: 0, window, _in: PhantomData }
     }
 }
 
@@ -48,14 +78,22 @@ impl<T: Send + 'static> Node for Sequencer<T> {
     type Error = Infallible;
 
     async fn process(&mut self, item: T, out: &mut Emitter<(u64, T)>) -> Result<(), Infallible> {
-        if let Now::Emit(numbered) = self.process_now(item) {
-            out.emit(numbered).await;
+        // `notify_one` keeps a permit when nobody waits: no wake-up is lost
+        // between the check and the wait.
+        while !self.window.admits(self.next) {
+            self.window.room.notified().await;
         }
+        let seq = self.next;
+        self.next += 1;
+        out.emit((seq, item)).await;
         Ok(())
     }
 
     #[inline]
     fn process_now(&mut self, item: T) -> Now<T, (u64, T), Infallible> {
+        if !self.window.admits(self.next) {
+            return Now::Later(item);
+        }
         let seq = self.next;
         self.next += 1;
         Now::Emit((seq, item))
@@ -163,11 +201,12 @@ pub(crate) struct Reorder<O> {
     early: BTreeMap<u64, (Seq<O>, Held)>,
     /// Timer outputs waiting for the input they follow.
     tails: BTreeMap<u64, Vec<(Vec<O>, Held)>>,
+    window: Arc<Window>,
 }
 
 impl<O> Reorder<O> {
-    pub(crate) fn new() -> Self {
-        Self { next: 0, early: BTreeMap::new(), tails: BTreeMap::new() }
+    pub(crate) fn new(window: Arc<Window>) -> Self {
+        Self { next: 0, early: BTreeMap::new(), tails: BTreeMap::new(), window }
     }
 }
 
@@ -233,6 +272,7 @@ impl<O: Send + 'static> Node for Reorder<O> {
             self.release_tails(self.next, out).await;
             self.next += 1;
         }
+        self.window.release_upto(self.next);
         Ok(())
     }
 
