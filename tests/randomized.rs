@@ -193,7 +193,7 @@ fn hashed(salt: u32, origin: Origin) -> u64 {
 
 /// Whether a salted per-item choice picks `origin` (about one in four).
 fn picked(salt: u32, origin: Origin) -> bool {
-    hashed(salt, origin) % 4 == 0
+    hashed(salt, origin).is_multiple_of(4)
 }
 
 // ---------------------------------------------------------------------------
