@@ -564,6 +564,16 @@ fn merge_vec(ledger: &Arc<Ledger>) -> impl FnMut(Vec<Tracked>) -> Tracked + Send
     move |items: Vec<Tracked>| items.into_iter().fold(Tracked::empty(&ledger), Tracked::merge)
 }
 
+/// Adds a window node on `input` and a node that takes each result's value.
+fn window_values<N>(g: &mut TopologyBuilder, name: String, window: N, input: &Stream, copies: u64) -> Stream
+where
+    N: Node<In = Tracked, Out = nanostream::Windowed<u32, Tracked>>,
+{
+    let windows = g.node(name.clone(), window, &input.output);
+    let output = g.node(format!("{name}.value"), map(|w: nanostream::Windowed<u32, Tracked>| w.value), windows);
+    Stream { output, counts: input.counts.iter().map(|c| c * copies).collect(), merged: true, readers: 0 }
+}
+
 fn build(case: &Case, ledger: &Arc<Ledger>) -> Built {
     let origins = (case.items[0] + case.items[1]) as usize;
     let mut g = Topology::builder();
@@ -629,19 +639,16 @@ fn build(case: &Case, ledger: &Arc<Ledger>) -> Built {
                 let output = g.node(format!("{name}.merge"), map(merge_vec(ledger)), batches);
                 Stream { output, counts: streams[s].counts.clone(), merged: true, readers: 0 }
             }
-            Op::Tumbling { input, size_ms, keys } | Op::Sliding { input, slide_ms: size_ms, ratio: 1, keys } => {
+            Op::Tumbling { input, size_ms: slide_ms, keys } | Op::Sliding { input, slide_ms, ratio: 1, keys } => {
                 let s = pick(&mut streams, input);
                 let l = ledger.clone();
                 let window = tumbling(
-                    Duration::from_millis(size_ms),
+                    Duration::from_millis(slide_ms),
                     move |t: &Tracked| t.first() % keys,
                     move || Tracked::empty(&l),
                     |acc: &mut Tracked, t: &Tracked| acc.absorb(t),
                 );
-                let windows = g.node(name.clone(), window, &streams[s].output);
-                let output =
-                    g.node(format!("{name}.value"), map(|w: nanostream::Windowed<u32, Tracked>| w.value), windows);
-                Stream { output, counts: streams[s].counts.clone(), merged: true, readers: 0 }
+                window_values(&mut g, name, window, &streams[s], 1)
             }
             Op::Sliding { input, slide_ms, ratio, keys } => {
                 let s = pick(&mut streams, input);
@@ -653,12 +660,8 @@ fn build(case: &Case, ledger: &Arc<Ledger>) -> Built {
                     move || Tracked::empty(&l),
                     |acc: &mut Tracked, t: &Tracked| acc.absorb(t),
                 );
-                let windows = g.node(name.clone(), window, &streams[s].output);
-                let output =
-                    g.node(format!("{name}.value"), map(|w: nanostream::Windowed<u32, Tracked>| w.value), windows);
                 // Every item falls in `ratio` windows.
-                let counts = streams[s].counts.iter().map(|c| c * ratio).collect();
-                Stream { output, counts, merged: true, readers: 0 }
+                window_values(&mut g, name, window, &streams[s], ratio)
             }
             Op::FoldByKey { input, keys } => {
                 let s = pick(&mut streams, input);

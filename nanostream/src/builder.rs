@@ -432,19 +432,9 @@ impl TopologyBuilder {
     }
 
     fn split<T>(&mut self, output: Output<T>, parts: usize, policy: Policy<T>) -> Vec<Output<T>> {
-        if output.builder == self.id {
-            self.nodes[output.node].split = Some((policy.label(), parts));
-        }
+        let label = policy.label();
         lock(&output.port).policy = policy;
-        (0..parts)
-            .map(|i| Output {
-                node: output.node,
-                builder: output.builder,
-                port: output.port.clone(),
-                slot: Some(i),
-                shared: None,
-            })
-            .collect()
+        self.parts(output, parts, label, None)
     }
 
     /// Splits an output into `parts` outputs that take items from one shared
@@ -452,17 +442,28 @@ impl TopologyBuilder {
     /// that finds an item slow gives the rest of its chunk back, so that
     /// `parts` slow items are in progress whenever that many are queued.
     fn share<T>(&mut self, output: Output<T>, parts: usize) -> Vec<Output<T>> {
-        if output.builder == self.id {
-            self.nodes[output.node].split = Some(("shared queue", parts));
-        }
         let split = Arc::new(SharedSplit { readers: parts, receivers: Mutex::new(None) });
+        self.parts(output, parts, "shared queue", Some(split))
+    }
+
+    /// The handles of the parts of a split output.
+    fn parts<T>(
+        &mut self,
+        output: Output<T>,
+        parts: usize,
+        label: &'static str,
+        shared: Option<Arc<SharedSplit<T>>>,
+    ) -> Vec<Output<T>> {
+        if output.builder == self.id {
+            self.nodes[output.node].split = Some((label, parts));
+        }
         (0..parts)
             .map(|i| Output {
                 node: output.node,
                 builder: output.builder,
                 port: output.port.clone(),
                 slot: Some(i),
-                shared: Some(split.clone()),
+                shared: shared.clone(),
             })
             .collect()
     }

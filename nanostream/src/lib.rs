@@ -70,7 +70,22 @@
 //!
 //! [`Topology::run`] returns once every source has finished and every item
 //! has been processed; [`Topology::start`] returns a [`TopologyHandle`] for
-//! graceful shutdown with a deadline.
+//! graceful shutdown with a deadline. Dropping the `run()` future or the
+//! handle cancels the pipeline, so it composes with `tokio::select!`,
+//! timeouts and aborted tasks; [`TopologyHandle::detach`] lets it run on its
+//! own. A failure is never reported as success.
+//!
+//! Whatever a node has emitted reaches its edge before the node waits on
+//! anything: the runtime sends a node's buffered outputs whenever the node's
+//! future waits (on I/O, a timer, back-pressure).
+//!
+//! # Acknowledgements
+//!
+//! Sources that need to know when their input is done (a Kafka source, to
+//! commit offsets) attach [`Acks`] to what they emit. An acknowledgement
+//! counts as done only when the code that owns it releases it; a copy
+//! dropped any other way (a task aborted, the pipeline cancelled or failed,
+//! the runtime dropped) makes it abandoned. See [`Acks`] for the rule.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::unwrap_used)]
 

@@ -57,10 +57,16 @@ fn read_ids(brokers: &str, topic: &str, expected: usize) -> BTreeSet<u64> {
 
 /// Copies `in` to `out` (incrementing nothing: the payload is the id).
 fn pipeline(brokers: &str, start: StartFrom) -> nanostream::Topology {
-    let source = KafkaSource::builder(brokers, "copier")
+    copier(brokers, "copier", start, Duration::from_secs(1))
+}
+
+/// Copies `in` to `out` in consumer group `group`.
+fn copier(brokers: &str, group: &str, start: StartFrom, commit_interval: Duration) -> nanostream::Topology {
+    let source = KafkaSource::builder(brokers, group)
         .topic("in")
         .start_from(start)
-        .set("session.timeout.ms", "6000")
+        .commit_interval(commit_interval)
+        .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "500")
         .build(Raw)
         .expect("source");
@@ -229,19 +235,7 @@ fn ticker(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Duration> {
 
 /// Copies `in` to `out`, committing only at rebalances and shutdown.
 fn rarely_committing_pipeline(brokers: &str) -> nanostream::Topology {
-    let source = KafkaSource::builder(brokers, "patient")
-        .topic("in")
-        .commit_interval(Duration::from_secs(3_600))
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "500")
-        .build(Raw)
-        .expect("source");
-    let sink = KafkaSink::builder(brokers).default_topic("out").build(Raw).expect("sink");
-    let mut g = Topology::builder();
-    let records = g.source("consume", source);
-    let copies = g.node("copy", map(|r: Record<Vec<u8>>| Outgoing::new(r.value)), records);
-    g.sink("produce", sink, copies);
-    g.build().expect("valid")
+    copier(brokers, "patient", StartFrom::Committed, Duration::from_secs(3_600))
 }
 
 /// librdkafka's blocking calls (committing when partitions are revoked and
