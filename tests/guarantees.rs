@@ -331,6 +331,69 @@ async fn a_half_sent_partition_is_finished_by_the_final_flush() {
     }
 }
 
+/// Defect 4, the order: what a worker emits from a timer comes after the
+/// output of the last input that worker processed, as soon as that is out:
+/// here within its round, before any output of the next round.
+#[tokio::test(start_paused = true)]
+async fn parallel_ordered_puts_timer_outputs_after_the_workers_last_input() {
+    /// Emits `10x` per input, and `10x + 1` on a timer 30 ms after its last
+    /// input `x`.
+    #[derive(Default)]
+    struct EchoThenTick {
+        last: Option<(u64, tokio::time::Instant)>,
+    }
+    impl Node for EchoThenTick {
+        type In = u64;
+        type Out = u64;
+        type Error = Infallible;
+        async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+            tokio::time::sleep(Duration::from_millis(x % 3)).await;
+            self.last = Some((x, tokio::time::Instant::now() + Duration::from_millis(30)));
+            out.emit(10 * x).await;
+            Ok(())
+        }
+        fn deadline(&self) -> Option<tokio::time::Instant> {
+            self.last.map(|(_, at)| at)
+        }
+        async fn on_timer(&mut self, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+            if let Some((x, _)) = self.last.take() {
+                out.emit(10 * x + 1).await;
+            }
+            Ok(())
+        }
+    }
+    let (tx, items) = from_channel::<u64>(64);
+    let mut g = Topology::builder();
+    let items = g.source("items", items);
+    let out = g.parallel_ordered("echo", 3, EchoThenTick::default, items);
+    let (sink, results) = into_stream(1024);
+    g.sink("results", sink, out);
+    let running = g.build().expect("valid").start();
+    for round in 0..4u64 {
+        for x in round * 10..round * 10 + 10 {
+            tx.send(x).await.expect("running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    running.join().await.expect("runs");
+    use futures::StreamExt;
+    let results: Vec<u64> = results.collect().await;
+    let inputs: Vec<u64> = results.iter().copied().filter(|r| r % 10 == 0).collect();
+    assert_eq!(inputs, (0..40).map(|x| 10 * x).collect::<Vec<_>>(), "inputs in order");
+    let position = |value: u64| results.iter().position(|&r| r == value).expect("present");
+    let ticks: Vec<u64> = results.iter().copied().filter(|r| r % 10 == 1).collect();
+    assert!(ticks.len() >= 4, "every round ends with timer outputs: {results:?}");
+    for tick in ticks {
+        let x = tick / 10;
+        assert!(position(tick) > position(10 * x), "{tick} after its input's output: {results:?}");
+        let next_round = (x / 10 + 1) * 100;
+        if next_round < 400 {
+            assert!(position(tick) < position(next_round), "{tick} flows before the next round: {results:?}");
+        }
+    }
+}
+
 /// Defect 6: a pipeline failed through `Context::fail` never reports
 /// success, even when every task finishes right after the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

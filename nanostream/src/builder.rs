@@ -607,10 +607,10 @@ impl TopologyBuilder {
     /// pile up.
     ///
     /// What a copy emits from a timer or its final hook (a batch or window
-    /// closing) comes out right after the outputs of the last input that
-    /// copy had processed when the timer fired (first, if it had processed
-    /// none): timer outputs flow while the input goes on, in an order tied
-    /// to the input. Acknowledgements of items a copy holds in its state stay
+    /// closing) comes out after the outputs of the last input that copy had
+    /// processed when the timer fired, as soon as those are out (at once if
+    /// they already are, or if it had processed none): timer outputs flow
+    /// while the input goes on, never ahead of the input they follow. Acknowledgements of items a copy holds in its state stay
     /// held until what it emits from them is delivered.
     ///
     /// # Examples

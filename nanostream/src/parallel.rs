@@ -1,9 +1,10 @@
 //! The nodes behind `TopologyBuilder::parallel_ordered`: number the items,
 //! process them in several workers, put the results back in order.
 //!
-//! Order of what a worker emits from a timer or its final hook: right after
-//! the output of the last input that worker had processed when the timer
-//! fired (first, if none). Acknowledgements of inputs a worker keeps in its
+//! Order of what a worker emits from a timer or its final hook: after the
+//! output of the last input that worker had processed when the timer fired,
+//! as soon as that output is out (at once if it already is, or if the
+//! worker had processed none). Acknowledgements of inputs a worker keeps in its
 //! state travel with what it eventually emits from them, as in any node.
 
 use std::collections::BTreeMap;
@@ -25,8 +26,9 @@ pub(crate) enum Seq<O> {
     One(u64, O),
     Zero(u64),
     Many(u64, Vec<O>),
-    /// Outputs of a timer or the final hook, placed right after input
-    /// `after` (the last one the worker processed), or first if `None`.
+    /// Outputs of a timer or the final hook, released once input `after`
+    /// (the last one the worker processed) has gone out, or at once if
+    /// `None`.
     Tail {
         after: Option<u64>,
         outputs: Vec<O>,

@@ -310,3 +310,48 @@ fn kafka_calls_never_block_the_runtime() {
         assert!(gap < RTT / 2, "the runtime stalled for {gap:?} during the {what} (broker round trip {RTT:?})");
     }
 }
+
+/// A delivery that fails while the pipeline shuts down makes `shutdown()`
+/// return the failure, never `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_failing_during_shutdown_fails_the_shutdown() {
+    let cluster = MockCluster::new(2).expect("mock cluster");
+    for (topic, broker) in [("in", 1), ("out", 2)] {
+        cluster.create_topic(topic, 1, 1).expect("topic");
+        cluster.partition_leader(topic, 0, Some(broker)).expect("leader");
+    }
+    cluster.coordinator(MockCoordinator::Group("failing".into()), 1).expect("coordinator");
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, "in", 0..100).await;
+    let source = KafkaSource::builder(&brokers, "failing")
+        .topic("in")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "500")
+        .build(Raw)
+        .expect("source");
+    let sink =
+        KafkaSink::builder(&brokers).default_topic("out").set("message.timeout.ms", "1000").build(Raw).expect("sink");
+    let delivered = sink.deliveries();
+    let mut g = Topology::builder();
+    let records = g.source("consume", source);
+    let copies = g.node("copy", map(|r: Record<Vec<u8>>| Outgoing::new(r.value)), records);
+    g.sink("produce", sink, copies);
+    let running = g.build().expect("valid").start();
+    let started = Instant::now();
+    while delivered.get() < 100 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(delivered.get(), 100);
+    // The output broker goes away; new input arrives; then shut down: its
+    // deliveries time out while the pipeline drains.
+    cluster.broker_down(2).expect("down");
+    produce(&brokers, "in", 100..110).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match running.shutdown(Duration::from_secs(30)).await {
+        Err(nanostream::Error::NodeFailed { node, source }) => {
+            assert_eq!(node, "produce");
+            println!("shutdown failed as it should: {source}");
+        }
+        other => panic!("a failed delivery during shutdown must fail it, got {other:?}"),
+    }
+}
