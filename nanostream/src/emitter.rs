@@ -492,9 +492,7 @@ impl<T> Emitter<T> {
     /// Marks the start of an input chunk whose acknowledgements every output
     /// emitted from now on owes.
     pub(crate) fn begin_input(&mut self, acks: Acks) {
-        let mut core = self.lock();
-        core.buffer.current.input = acks;
-        core.input_seq += 1;
+        self.begin_input_with(acks, |_, _| ());
     }
 
     /// Marks the end of the current input chunk (or timer, or final hook).
