@@ -54,8 +54,10 @@ async fn back_pressure_stalls_the_source_at_the_documented_bound() {
             counter.fetch_add(1, Ordering::SeqCst);
         })),
     );
-    let doubled = g.node("double", map(|x: u64| x * 2), nums);
-    g.sink("stalled", GatedSink { gate: gate.clone(), seen: seen.clone() }, doubled);
+    // Queues between three tasks, not a fused chain: this test is about the
+    // bound of an edge.
+    let doubled = g.node("double", map(|x: u64| x * 2), nums.unfused());
+    g.sink("stalled", GatedSink { gate: gate.clone(), seen: seen.clone() }, doubled.unfused());
     let running = g.build().expect("valid topology").start();
 
     settle().await;
@@ -77,6 +79,49 @@ async fn back_pressure_stalls_the_source_at_the_documented_bound() {
     gate.add_permits(1);
     settle().await;
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+    gate.add_permits(N as usize);
+    running.join().await.expect("pipeline completes");
+    assert_eq!(seen.load(Ordering::SeqCst), N as usize);
+    assert_eq!(pulled.load(Ordering::SeqCst), N as usize);
+}
+
+#[tokio::test(start_paused = true)]
+async fn back_pressure_stalls_a_fused_chain_at_one_chunk() {
+    const CHUNK: usize = 4;
+    const N: u64 = 10_000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+
+    let mut g = Topology::builder();
+    g.chunk_size(CHUNK);
+    let counter = pulled.clone();
+    let nums = g.source(
+        "numbers",
+        from_iter((0..N).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let doubled = g.node("double", map(|x: u64| x * 2), nums);
+    g.sink("stalled", GatedSink { gate: gate.clone(), seen: seen.clone() }, doubled);
+    let topology = g.build().expect("valid topology");
+    assert!(topology.to_dot().contains(r#""numbers" -> "double" [label="fused"];"#));
+    let running = topology.start();
+
+    settle().await;
+    // One task, no queue: the chunk the sink is stuck in is all there is.
+    assert_eq!(pulled.load(Ordering::SeqCst), CHUNK);
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    settle().await;
+    assert!(!running.is_finished());
+    assert_eq!(pulled.load(Ordering::SeqCst), CHUNK);
+
+    // The sink finishes its chunk: exactly one more chunk moves.
+    gate.add_permits(CHUNK);
+    settle().await;
+    assert_eq!(seen.load(Ordering::SeqCst), CHUNK);
+    assert_eq!(pulled.load(Ordering::SeqCst), 2 * CHUNK);
 
     gate.add_permits(N as usize);
     running.join().await.expect("pipeline completes");
@@ -301,7 +346,7 @@ async fn shutdown_deadline_aborts_a_node_that_refuses_to_stop_and_reports_it() {
             }
             x
         }),
-        nums,
+        nums.unfused(),
     );
     let finished = Arc::new(AtomicBool::new(false));
     let f = finished.clone();
@@ -309,7 +354,7 @@ async fn shutdown_deadline_aborts_a_node_that_refuses_to_stop_and_reports_it() {
         f.store(true, Ordering::SeqCst);
         n + 1
     });
-    g.sink("count", count, stuck);
+    g.sink("count", count, stuck.unfused());
     let running = g.build().expect("valid topology").start();
     settle().await;
 
@@ -325,6 +370,37 @@ async fn shutdown_deadline_aborts_a_node_that_refuses_to_stop_and_reports_it() {
     assert_eq!(names, [("numbers", 0), ("stuck", 4), ("count", 0)]);
     assert_eq!(report.queued_items(), 4);
     assert!(!finished.load(Ordering::SeqCst));
+    assert_eq!(total.await, None, "no final hook runs on an aborted pipeline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_reports_every_node_of_a_fused_task() {
+    let mut g = Topology::builder();
+    g.chunk_size(2);
+    let nums = g.source("numbers", from_iter(0..10u32));
+    let stuck = g.node(
+        "stuck",
+        then(|x: u32| async move {
+            if x == 0 {
+                std::future::pending::<()>().await;
+            }
+            x
+        }),
+        nums,
+    );
+    let (count, total) = fold(0u32, |n, _x: u32| n + 1);
+    g.sink("count", count, stuck);
+    let running = g.build().expect("valid topology").start();
+    settle().await;
+
+    let error = running.shutdown(Duration::from_millis(250)).await.expect_err("the deadline passes");
+    let Error::ShutdownTimedOut { report, .. } = error else {
+        panic!("expected ShutdownTimedOut, got {error:?}");
+    };
+    // One task runs the three nodes: all three were abandoned, with no queue.
+    let names: Vec<(&str, usize)> =
+        report.nodes.iter().map(|n: &AbandonedNode| (n.name.as_str(), n.queued_items)).collect();
+    assert_eq!(names, [("numbers", 0), ("stuck", 0), ("count", 0)]);
     assert_eq!(total.await, None, "no final hook runs on an aborted pipeline");
 }
 
@@ -558,21 +634,27 @@ async fn topology_can_be_awaited_directly() {
 }
 
 #[test]
-fn graph_exports_name_every_node_and_edge() {
+fn graph_exports_name_every_node_and_edge_and_show_fused_tasks() {
     let mut g = Topology::builder();
     let a = g.source("numbers", from_iter(0..3u32));
     let b = g.node("double \"x\"", map(|x: u32| x * 2), a.with_capacity(16));
-    g.sink("print", sink_u32(), b);
+    let c = g.node("triple", map(|x: u32| x * 3), b);
+    g.sink("print", sink_u32(), c.unfused());
     let t = g.build().expect("valid");
     let dot = t.to_dot();
     assert!(dot.contains(r#""numbers" [shape=invhouse];"#), "{dot}");
     assert!(dot.contains(r#""numbers" -> "double \"x\"" [label="capacity 16"];"#), "{dot}");
-    let default_edge = format!(r#""double \"x\"" -> "print" [label="capacity {}"];"#, nanostream::DEFAULT_CAPACITY);
+    assert!(dot.contains(r#""double \"x\"" -> "triple" [label="fused"];"#), "{dot}");
+    let default_edge = format!(r#""triple" -> "print" [label="capacity {}"];"#, nanostream::DEFAULT_CAPACITY);
     assert!(dot.contains(&default_edge), "{dot}");
+    // The fused pair is drawn as one task.
+    let cluster = "    subgraph cluster_0 {\n        label=\"task double \\\"x\\\"\";\n        style=dashed;\n        \"double \\\"x\\\"\" [shape=box];\n        \"triple\" [shape=box];\n    }\n";
+    assert!(dot.contains(cluster), "{dot}");
     let mermaid = t.to_mermaid();
     assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
-    assert!(mermaid.contains("n1[\"double #quot;x#quot;\"]"), "{mermaid}");
+    assert!(mermaid.contains("    subgraph t0[\"task double #quot;x#quot;\"]\n        n1[\"double #quot;x#quot;\"]\n        n2[\"triple\"]\n    end\n"), "{mermaid}");
     assert!(mermaid.contains("n0 -->|\"capacity 16\"| n1"), "{mermaid}");
+    assert!(mermaid.contains("n1 -->|\"fused\"| n2"), "{mermaid}");
 }
 
 /// Records the `name` field of every span opened while it is the default.
@@ -615,8 +697,10 @@ async fn every_node_task_runs_in_a_span_named_after_the_node() {
     let b = g.node("double", map(|x: u32| x * 2), a);
     g.sink("print", sink_u32(), b);
     g.build().expect("valid").run().await.expect("runs");
-    let spans = recorder.0.lock().expect("not poisoned").clone();
+    // Fused into one task, each node still has its own span.
+    let mut spans = recorder.0.lock().expect("not poisoned").clone();
+    spans.sort();
     let expected: Vec<(String, String)> =
-        ["numbers", "double", "print"].iter().map(|n| ("node".to_owned(), (*n).to_owned())).collect();
+        ["double", "numbers", "print"].iter().map(|n| ("node".to_owned(), (*n).to_owned())).collect();
     assert_eq!(spans, expected);
 }

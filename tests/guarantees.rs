@@ -528,12 +528,20 @@ impl Sink for Stalled {
 const CAPACITY: usize = 4096;
 const CHUNK: usize = 1024;
 
-/// Runs `source -> stalled sink` until nothing moves, and returns how many
-/// items the source emitted.
+/// Runs `source -> stalled sink` (across an edge, not fused) until nothing
+/// moves, and returns how many items the source emitted.
 async fn in_flight<S: Source<Out = u64>>(source: S, emitted: &AtomicU64) -> u64 {
+    in_flight_with(source, emitted, false).await
+}
+
+async fn in_flight_with<S: Source<Out = u64>>(source: S, emitted: &AtomicU64, fused: bool) -> u64 {
     let mut g = Topology::builder();
     let items = g.source("source", source);
-    g.sink("stalled", Stalled, items);
+    if fused {
+        g.sink("stalled", Stalled, items);
+    } else {
+        g.sink("stalled", Stalled, items.unfused());
+    }
     let running = g.build().expect("valid").start();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let n = emitted.load(Ordering::SeqCst);
@@ -541,6 +549,40 @@ async fn in_flight<S: Source<Out = u64>>(source: S, emitted: &AtomicU64) -> u64 
     assert_eq!(emitted.load(Ordering::SeqCst), n, "the source is stalled");
     drop(running);
     n
+}
+
+/// Fused with its source, a stalled sink holds the only chunk in flight,
+/// whatever kind of source feeds it.
+#[tokio::test(start_paused = true)]
+async fn a_fused_source_stalls_at_one_chunk() {
+    let bound = CHUNK as u64;
+
+    let emitted = Arc::new(AtomicU64::new(0));
+    let e = emitted.clone();
+    let iter = from_iter((0..u64::MAX).inspect(move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(in_flight_with(iter, &emitted, true).await, bound, "from_iter");
+
+    let emitted = Arc::new(AtomicU64::new(0));
+    let e = emitted.clone();
+    let stream = from_stream(futures::StreamExt::inspect(futures::stream::iter(0..u64::MAX), move |_| {
+        e.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(in_flight_with(stream, &emitted, true).await, bound, "from_stream");
+
+    let (source, emitted, _dropped) = endless();
+    assert_eq!(in_flight_with(source, &emitted, true).await, bound, "a custom Source");
+
+    #[node]
+    async fn counting(emitted: &Arc<AtomicU64>, out: &mut Emitter<u64>) {
+        loop {
+            let n = emitted.fetch_add(1, Ordering::SeqCst);
+            out.emit(n).await;
+        }
+    }
+    let emitted = Arc::new(AtomicU64::new(0));
+    assert_eq!(in_flight_with(counting(emitted.clone()), &emitted, true).await, bound, "a #[node] source");
 }
 
 /// Defect 9: with a stalled sink, exactly `capacity + 2 × chunk` items are
@@ -702,4 +744,177 @@ async fn parallel_ordered_lets_timer_outputs_flow() {
     assert!(seen.get() >= 1, "a partial batch came out on its timer");
     drop(tx);
     running.join().await.expect("runs");
+}
+
+/// A source that ends its output with `Emitter::close` and keeps running to
+/// wait for its acknowledgements (as the Kafka source does before its final
+/// commit).
+struct ClosesThenWaits {
+    settled: Arc<Mutex<Vec<AckOutcome>>>,
+    returned: Arc<AtomicBool>,
+}
+
+impl Source for ClosesThenWaits {
+    type Out = u64;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..10 {
+            let tx = tx.clone();
+            out.begin_batch(Acks::new(move |outcome: AckOutcome| {
+                let _ = tx.send(outcome);
+            }));
+            out.emit(i).await;
+            out.end_batch();
+        }
+        drop(tx);
+        out.close().await;
+        // Goes on after its output ended, over many polls (the Kafka source
+        // waits for deliveries, then commits).
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        // Every guard is settled once the sink has consumed its item: then
+        // the last sender is gone.
+        while let Some(outcome) = rx.recv().await {
+            self.settled.lock().expect("not poisoned").push(outcome);
+        }
+        self.returned.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn cooperative_shutdown(&self) -> bool {
+        true
+    }
+}
+
+/// Closing a source's output ends its readers (their final hooks run), and
+/// the source goes on until it returns, fused with its reader or not.
+#[tokio::test]
+async fn a_source_that_closes_its_output_runs_until_it_returns() {
+    for fused in [true, false] {
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let returned = Arc::new(AtomicBool::new(false));
+        let mut g = Topology::builder();
+        let items = g.source("source", ClosesThenWaits { settled: settled.clone(), returned: returned.clone() });
+        let (sum, total) = fold(0u64, |a, x: u64| a + x);
+        if fused {
+            g.sink("sum", sum, items);
+        } else {
+            g.sink("sum", sum, items.unfused());
+        }
+        g.build().expect("valid").run().await.expect("runs");
+        assert!(returned.load(Ordering::SeqCst), "fused: {fused}: the source ran to its end");
+        assert_eq!(total.await, Some(45), "fused: {fused}");
+        assert_eq!(*settled.lock().expect("not poisoned"), [AckOutcome::Done; 10], "fused: {fused}");
+    }
+}
+
+/// A node fused after a source that waits for input still gets its timer:
+/// the partial batch goes out on time, while the source is idle.
+#[tokio::test(start_paused = true)]
+async fn a_timer_fires_inside_a_fused_chain_while_the_source_waits() {
+    use futures::StreamExt;
+    let (tx, events) = from_channel::<u32>(16);
+    let mut g = Topology::builder();
+    let events = g.source("events", events);
+    let batches = g.node("batch", batch(10, Duration::from_millis(100)), events);
+    let (sink, mut out) = into_stream(16);
+    g.sink("out", sink, batches);
+    let topology = g.build().expect("valid");
+    assert!(topology.to_dot().contains(r#""events" -> "batch" [label="fused"];"#));
+    let running = topology.start();
+    let started = tokio::time::Instant::now();
+    for i in 0..3 {
+        tx.send(i).await.expect("running");
+    }
+    let first = tokio::time::timeout(Duration::from_secs(5), out.next()).await.expect("the timer fired");
+    assert_eq!(first, Some(vec![0, 1, 2]));
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+    drop(tx);
+    running.join().await.expect("runs");
+    assert_eq!(out.next().await, None);
+}
+
+#[node]
+async fn emit_then_sleep(x: u32, out: &mut Emitter<u32>) {
+    out.emit(x).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    out.emit(x + 100).await;
+}
+
+/// Inside a fused chain, what a node emitted reaches the next node before
+/// the node waits, as across an edge.
+#[tokio::test(start_paused = true)]
+async fn a_fused_node_that_waits_passes_on_what_it_emitted_first() {
+    use futures::StreamExt;
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0..2u32));
+    let slow = g.node("slow", emit_then_sleep(), items);
+    let (sink, mut out) = into_stream(16);
+    g.sink("out", sink, slow);
+    let running = g.build().expect("valid").start();
+    let started = tokio::time::Instant::now();
+    assert_eq!(out.next().await, Some(0));
+    assert_eq!(started.elapsed(), Duration::ZERO, "sent before the node slept");
+    assert_eq!(out.next().await, Some(100));
+    assert_eq!(out.next().await, Some(1));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(out.collect::<Vec<_>>().await, [101]);
+    running.join().await.expect("runs");
+}
+
+/// In a fused chain each node keeps its name in failures and panics, on the
+/// synchronous path and the asynchronous one, and a sink's too.
+#[tokio::test(start_paused = true)]
+async fn failures_in_a_fused_chain_name_the_node() {
+    #[derive(Debug)]
+    struct Bad(u32);
+    impl std::fmt::Display for Bad {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "item {} is bad", self.0)
+        }
+    }
+    impl std::error::Error for Bad {}
+
+    #[node]
+    async fn check_sync(x: u32) -> Result<u32, Bad> {
+        if x == 5 { Err(Bad(x)) } else { Ok(x) }
+    }
+    #[node]
+    async fn check_async(x: u32) -> Result<u32, Bad> {
+        tokio::task::yield_now().await;
+        if x == 5 { Err(Bad(x)) } else { Ok(x) }
+    }
+    #[node]
+    async fn panic_on_five(x: u32) -> u32 {
+        assert_ne!(x, 5, "five");
+        x
+    }
+
+    async fn failure<N: Node<In = u32, Out = u32>>(node: N) -> Error {
+        let mut g = Topology::builder();
+        let items = g.source("items", from_iter(0..10u32));
+        let middle = g.node("middle", node, items);
+        let (sum, _) = fold(0u32, |a, x: u32| a + x);
+        g.sink("sum", sum, middle);
+        g.build().expect("valid").run().await.expect_err("fails")
+    }
+    let error = failure(check_sync()).await;
+    assert!(matches!(&error, Error::NodeFailed { node, .. } if node == "middle"), "{error:?}");
+    let error = failure(check_async()).await;
+    assert!(matches!(&error, Error::NodeFailed { node, .. } if node == "middle"), "{error:?}");
+    let error = failure(panic_on_five()).await;
+    assert!(
+        matches!(&error, Error::NodePanicked { node, message } if node == "middle" && message == "assertion `left != right` failed: five\n  left: 5\n right: 5"),
+        "{error:?}"
+    );
+
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0..10u32));
+    let middle = g.node("middle", map(|x: u32| x), items);
+    g.sink("sink", for_each(|x: u32| async move { assert_ne!(x, 7, "seven") }), middle);
+    let error = g.build().expect("valid").run().await.expect_err("fails");
+    assert!(matches!(&error, Error::NodePanicked { node, .. } if node == "sink"), "{error:?}");
 }

@@ -51,9 +51,10 @@ async fn items_in_flight_never_exceed_the_documented_bound() {
             counter.fetch_add(1, Ordering::SeqCst);
         })),
     );
-    let a = g.node("triple", map(|x: u64| x * 3), nums);
-    let b = g.node("plus_one", map(|x: u64| x + 1), a);
-    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b);
+    // Three queues between four tasks: the bound is per edge.
+    let a = g.node("triple", map(|x: u64| x * 3), nums.unfused());
+    let b = g.node("plus_one", map(|x: u64| x + 1), a.unfused());
+    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b.unfused());
     g.build().expect("valid topology").run().await.expect("runs");
 
     let capacity = nanostream::DEFAULT_CAPACITY;
@@ -65,4 +66,31 @@ async fn items_in_flight_never_exceed_the_documented_bound() {
     assert!(max <= bound, "{max} items in flight exceeds the bound {bound}");
     // The sink really was the bottleneck: the graph filled up.
     assert!(max > capacity, "the sink was not slow enough to fill the edges ({max})");
+}
+
+/// The same chain fused into one task holds one chunk, in the sink's hands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fused_chain_holds_at_most_one_chunk() {
+    const N: usize = 1_000_000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+
+    let mut g = Topology::builder();
+    let counter = pulled.clone();
+    let nums = g.source(
+        "numbers",
+        from_iter((0..N as u64).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let a = g.node("triple", map(|x: u64| x * 3), nums);
+    let b = g.node("plus_one", map(|x: u64| x + 1), a);
+    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b);
+    g.build().expect("valid topology").run().await.expect("runs");
+
+    let chunk = nanostream::DEFAULT_CHUNK_SIZE;
+    let max = max_in_flight.load(Ordering::Relaxed);
+    println!("max in flight: {max} items (one chunk: {chunk}) over {N} items");
+    assert_eq!(pulled.load(Ordering::SeqCst), N);
+    assert_eq!(max, chunk, "a fused chain holds exactly the chunk being consumed");
 }

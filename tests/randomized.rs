@@ -263,6 +263,9 @@ struct Case {
     sink_kinds: Vec<SinkKind>,
     fault: Option<Fault>,
     ending: Ending,
+    /// Chains of one-to-one nodes run fused in one task (the default), or
+    /// every node in its own task.
+    fusion: bool,
 }
 
 fn sink_kind() -> impl Strategy<Value = SinkKind> {
@@ -319,19 +322,23 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(sink_kind(), 1..=4),
         prop::option::weighted(0.3, fault()),
         ending(),
+        any::<bool>(),
     )
-        .prop_map(|(items, per_guard, push, chunk, capacity, ops, extra_sinks, sink_kinds, fault, ending)| Case {
-            items: [items.0, items.1],
-            per_guard,
-            push,
-            chunk,
-            capacity,
-            ops,
-            extra_sinks,
-            sink_kinds,
-            fault,
-            ending,
-        })
+        .prop_map(
+            |(items, per_guard, push, chunk, capacity, ops, extra_sinks, sink_kinds, fault, ending, fusion)| Case {
+                items: [items.0, items.1],
+                per_guard,
+                push,
+                chunk,
+                capacity,
+                ops,
+                extra_sinks,
+                sink_kinds,
+                fault,
+                ending,
+                fusion,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -577,7 +584,7 @@ where
 fn build(case: &Case, ledger: &Arc<Ledger>) -> Built {
     let origins = (case.items[0] + case.items[1]) as usize;
     let mut g = Topology::builder();
-    g.chunk_size(case.chunk).default_capacity(case.capacity);
+    g.chunk_size(case.chunk).default_capacity(case.capacity).fusion(case.fusion);
     let mut streams: Vec<Stream> = Vec::new();
     let mut terminal = vec![0u64; origins];
     let mut start = 0;

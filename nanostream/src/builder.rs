@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::driver::{self, Prepared};
 use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, EdgeSize, edge, shared_edge};
-use crate::emitter::Policy;
+use crate::emitter::{Policy, Stage};
 use crate::error::BuildError;
 use crate::node::{Node, Sink, Source};
 use crate::policy::DeadLetter;
@@ -29,11 +29,29 @@ pub(crate) struct PortSpec<T> {
     pub(crate) edges: Vec<(usize, EdgeSender<T>)>,
     pub(crate) cloner: Option<ChunkCloner<T>>,
     pub(crate) policy: Policy<T>,
+    /// The node this output is fused with, once that node has started.
+    pub(crate) fused: Option<Box<dyn Stage<T>>>,
+    /// The chunk size of a fused output.
+    pub(crate) chunk_size: usize,
 }
 
 impl<T> Default for PortSpec<T> {
     fn default() -> Self {
-        Self { edges: Vec::new(), cloner: None, policy: Policy::Broadcast }
+        Self { edges: Vec::new(), cloner: None, policy: Policy::Broadcast, fused: None, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+}
+
+/// The receiving side of a node as it is wired.
+pub(crate) struct InputSpec<T> {
+    pub(crate) receivers: Vec<EdgeReceiver<T>>,
+    /// Set when the node is fused with the node before it: that node's
+    /// output, where the node's stage goes.
+    pub(crate) fused_from: Option<SharedPort<T>>,
+}
+
+impl<T> Default for InputSpec<T> {
+    fn default() -> Self {
+        Self { receivers: Vec::new(), fused_from: None }
     }
 }
 
@@ -45,14 +63,19 @@ pub(crate) struct SharedSplit<T> {
     readers: usize,
     receivers: Mutex<Option<Vec<EdgeReceiver<T>>>>,
 }
-pub(crate) type SharedInputs<T> = Arc<Mutex<Vec<EdgeReceiver<T>>>>;
+pub(crate) type SharedInputs<T> = Arc<Mutex<InputSpec<T>>>;
 
 pub(crate) fn take_port<T>(port: &SharedPort<T>) -> PortSpec<T> {
     std::mem::take(&mut *lock(port))
 }
 
-pub(crate) fn take_inputs<T>(inputs: &SharedInputs<T>) -> Vec<EdgeReceiver<T>> {
+pub(crate) fn take_inputs<T>(inputs: &SharedInputs<T>) -> InputSpec<T> {
     std::mem::take(&mut *lock(inputs))
+}
+
+/// Puts a fused node's stage where the node before it will find it.
+pub(crate) fn fuse_into<T>(port: &SharedPort<T>, stage: Box<dyn Stage<T>>) {
+    lock(port).fused = Some(stage);
 }
 
 /// The output of a node: pass it to [`TopologyBuilder::node`] or
@@ -107,6 +130,7 @@ pub struct Link<T> {
     shared: Option<Arc<SharedSplit<T>>>,
     cloner: Option<ChunkCloner<T>>,
     capacity: Option<usize>,
+    unfused: bool,
 }
 
 /// What a node can read from: one output or several (fan-in).
@@ -141,11 +165,47 @@ pub trait Inputs<T> {
 
     /// Sets the capacity (in items) of the edges these inputs create,
     /// overriding [`TopologyBuilder::default_capacity`].
+    ///
+    /// An edge with its own capacity is a queue between two tasks: it is
+    /// never fused (see [`unfused`](Inputs::unfused)).
     fn with_capacity(self, capacity: usize) -> WithCapacity<Self>
     where
         Self: Sized,
     {
         WithCapacity { inputs: self, capacity }
+    }
+
+    /// Keeps these edges as queues between tasks, even where the nodes
+    /// could be fused.
+    ///
+    /// A node that reads one output, alone, by value, runs in the task of
+    /// the node before it (the two are *fused*): each chunk goes from one to
+    /// the other by a function call, with no queue and no hand-off between
+    /// threads, which is the cheapest way to run a chain of steps. Cut the
+    /// chain with `unfused` to run the two sides on different cores at the
+    /// same time (pipeline parallelism) when both sides are heavy and the
+    /// items are cheap to move, or to put a queue in front of a node whose
+    /// speed varies. Fan-out, fan-in, [`TopologyBuilder::parallel`] and the
+    /// split outputs are queues anyway.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// let mut g = Topology::builder();
+    /// let lines = g.source("lines", from_iter(["a b", "c"].map(String::from)));
+    /// // "parse" runs in the task of "lines"; "count" gets a task of its own.
+    /// let words = g.node("parse", map(|l: String| l.split(' ').count()), lines);
+    /// let (count, _total) = fold(0, |a, n: usize| a + n);
+    /// g.sink("count", count, words.unfused());
+    /// assert!(g.build().is_ok());
+    /// ```
+    fn unfused(self) -> Unfused<Self>
+    where
+        Self: Sized,
+    {
+        Unfused { inputs: self }
     }
 }
 
@@ -159,6 +219,7 @@ impl<T> Inputs<T> for Output<T> {
             shared: self.shared,
             cloner: None,
             capacity: None,
+            unfused: false,
         }]
     }
 }
@@ -173,6 +234,7 @@ impl<T: Clone> Inputs<T> for &Output<T> {
             shared: self.shared.clone(),
             cloner: Some(<[T]>::to_vec),
             capacity: None,
+            unfused: false,
         }]
     }
 }
@@ -201,6 +263,22 @@ impl<T, I: Inputs<T>> Inputs<T> for WithCapacity<I> {
         let mut links = self.inputs.links();
         for link in &mut links {
             link.capacity = Some(self.capacity);
+        }
+        links
+    }
+}
+
+/// Inputs kept as queues between tasks; see [`Inputs::unfused`].
+#[derive(Debug)]
+pub struct Unfused<I> {
+    inputs: I,
+}
+
+impl<T, I: Inputs<T>> Inputs<T> for Unfused<I> {
+    fn links(self) -> Vec<Link<T>> {
+        let mut links = self.inputs.links();
+        for link in &mut links {
+            link.unfused = true;
         }
         links
     }
@@ -236,7 +314,14 @@ struct EdgeEntry {
     to: usize,
     slot: Option<usize>,
     capacity: Option<usize>,
+    /// The user asked for a queue here.
+    unfused: bool,
+    /// One of the parts of a shared split.
+    shared: bool,
     make: Box<dyn FnOnce(EdgeSize) -> Arc<EdgeShared> + Send>,
+    /// Instead of `make`: joins the reader to the task of the writer, with
+    /// the given chunk size.
+    fuse: Box<dyn FnOnce(usize) + Send>,
 }
 
 /// Wires nodes into a [`Topology`].
@@ -281,6 +366,7 @@ pub struct TopologyBuilder {
     default_capacity: usize,
     chunk_size: usize,
     progress: Option<std::time::Duration>,
+    fusion: bool,
     /// Links that are not edges (a node and its dead-letter source), shown
     /// in graph exports only.
     side_edges: Vec<(usize, usize, &'static str)>,
@@ -314,6 +400,7 @@ impl TopologyBuilder {
             default_capacity: DEFAULT_CAPACITY,
             chunk_size: DEFAULT_CHUNK_SIZE,
             progress: None,
+            fusion: true,
             side_edges: Vec::new(),
             errors: Vec::new(),
         }
@@ -335,6 +422,15 @@ impl TopologyBuilder {
     /// fills it has no more input ready, so small chunks never wait to fill.
     pub fn chunk_size(&mut self, chunk_size: usize) -> &mut Self {
         self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Whether chains of nodes joined one-to-one run fused in one task (the
+    /// default), or every node in its own task. See [`Inputs::unfused`] for
+    /// what fusion is and when to cut a chain; turning it off everywhere is
+    /// for comparing the two, or for looking at every node's queue.
+    pub fn fusion(&mut self, on: bool) -> &mut Self {
+        self.fusion = on;
         self
     }
 
@@ -371,11 +467,21 @@ impl TopologyBuilder {
             let inputs = inputs.clone();
             let slot = link.slot;
             let split = link.shared;
+            let fuse = {
+                let (port, inputs) = (port.clone(), inputs.clone());
+                Box::new(move |chunk_size| {
+                    lock(&port).chunk_size = chunk_size;
+                    lock(&inputs).fused_from = Some(port);
+                })
+            };
             self.edges.push(EdgeEntry {
                 from: link.node,
                 to,
                 slot,
                 capacity: link.capacity,
+                unfused: link.unfused,
+                shared: split.is_some(),
+                fuse,
                 make: Box::new(move |size| {
                     let rx = match split {
                         None => {
@@ -395,7 +501,7 @@ impl TopologyBuilder {
                         }
                     };
                     let shared = rx.shared.clone();
-                    lock(&inputs).push(rx);
+                    lock(&inputs).receivers.push(rx);
                     shared
                 }),
             });
@@ -882,17 +988,67 @@ impl TopologyBuilder {
     /// or chunk size, or an output handle from another builder.
     pub fn build(self) -> Result<Topology, BuildError> {
         self.validate()?;
-        let mut graph = Graph {
-            nodes: self.nodes.iter().map(|n| GraphNode { name: n.name.clone(), kind: n.kind }).collect(),
-            edges: Vec::with_capacity(self.edges.len()),
-        };
-        let mut node_inputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); self.nodes.len()];
-        let mut node_outputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); self.nodes.len()];
-        let mut out_degree = vec![0usize; self.nodes.len()];
+        let n = self.nodes.len();
+        let mut out_degree = vec![0usize; n];
+        let mut in_degree = vec![0usize; n];
         for edge in &self.edges {
             out_degree[edge.from] += 1;
+            in_degree[edge.to] += 1;
         }
-        for edge in self.edges {
+        // One-to-one edges between nodes that take part in chains: the
+        // reader runs in the writer's task.
+        let chains = |kind: NodeKind, reads: bool| match kind {
+            NodeKind::Source => !reads,
+            NodeKind::Node => true,
+            NodeKind::Sink => reads,
+            NodeKind::Placeholder => false,
+        };
+        let fusable = |edge: &EdgeEntry| {
+            self.fusion
+                && chains(self.nodes[edge.from].kind, false)
+                && chains(self.nodes[edge.to].kind, true)
+                && out_degree[edge.from] == 1
+                && in_degree[edge.to] == 1
+                && self.nodes[edge.from].split.is_none()
+                && edge.slot.is_none()
+                && !edge.shared
+                && !edge.unfused
+                && edge.capacity.is_none()
+        };
+        let fused: Vec<bool> = self.edges.iter().map(fusable).collect();
+        // Each node's task is named after the first node of its chain.
+        let mut fused_from = vec![None; n];
+        for (edge, &fused) in self.edges.iter().zip(&fused) {
+            if fused {
+                fused_from[edge.to] = Some(edge.from);
+            }
+        }
+        let task: Vec<usize> = (0..n)
+            .map(|mut i| {
+                while let Some(before) = fused_from[i] {
+                    i = before;
+                }
+                i
+            })
+            .collect();
+        let order = self.start_order();
+        let mut graph = Graph {
+            nodes: self
+                .nodes
+                .iter()
+                .zip(&task)
+                .map(|(n, &task)| GraphNode { name: n.name.clone(), kind: n.kind, task })
+                .collect(),
+            edges: Vec::with_capacity(self.edges.len()),
+        };
+        let mut node_inputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); n];
+        let mut node_outputs: Vec<Vec<EdgeRef>> = vec![Vec::new(); n];
+        for (edge, fused) in self.edges.into_iter().zip(fused) {
+            if fused {
+                (edge.fuse)(self.chunk_size);
+                graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: 0, policy: None, fused: true });
+                continue;
+            }
             let size =
                 EdgeSize { capacity: edge.capacity.unwrap_or(self.default_capacity), chunk_size: self.chunk_size };
             let shared = (edge.make)(size);
@@ -906,17 +1062,49 @@ impl TopologyBuilder {
                 _ if out_degree[edge.from] > 1 => Some("broadcast".to_owned()),
                 _ => None,
             };
-            graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity, policy });
+            graph.edges.push(GraphEdge { from: edge.from, to: edge.to, capacity: size.capacity, policy, fused: false });
         }
         for &(from, to, label) in &self.side_edges {
-            graph.edges.push(GraphEdge { from, to, capacity: 0, policy: Some(label.to_owned()) });
+            graph.edges.push(GraphEdge { from, to, capacity: 0, policy: Some(label.to_owned()), fused: false });
         }
         let nodes = self
             .nodes
             .into_iter()
             .zip(node_inputs.into_iter().zip(node_outputs))
-            .map(|(entry, (inputs, outputs))| NodePlan { name: entry.name, launch: entry.launch, inputs, outputs })
+            .zip(task)
+            .map(|((entry, (inputs, outputs)), task)| NodePlan {
+                name: entry.name,
+                launch: entry.launch,
+                inputs,
+                outputs,
+                task,
+            })
             .collect();
-        Ok(Topology::new(nodes, graph, self.progress))
+        Ok(Topology::new(nodes, order, graph, self.progress))
+    }
+
+    /// The order to start the nodes in: every reader before the nodes it
+    /// reads (the graph has no cycle), so that a fused node's stage exists
+    /// when the node before it makes its output.
+    fn start_order(&self) -> Vec<usize> {
+        let n = self.nodes.len();
+        let mut readers_left = vec![0usize; n];
+        let mut writers = vec![Vec::new(); n];
+        for edge in &self.edges {
+            readers_left[edge.from] += 1;
+            writers[edge.to].push(edge.from);
+        }
+        let mut ready: Vec<usize> = (0..n).filter(|&i| readers_left[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(node) = ready.pop() {
+            order.push(node);
+            for &writer in &writers[node] {
+                readers_left[writer] -= 1;
+                if readers_left[writer] == 0 {
+                    ready.push(writer);
+                }
+            }
+        }
+        order
     }
 }

@@ -13,7 +13,6 @@
 //!   itself, before its edges drop, so downstream nodes never mistake a
 //!   truncated stream for a finished one and the outcome cannot miss it.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
@@ -25,13 +24,15 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::{SharedInputs, SharedPort, take_inputs, take_port};
+use crate::builder::{PortSpec, SharedInputs, SharedPort, fuse_into, take_inputs, take_port};
 use crate::edge::{Acks, Chunk, InputSet, TryNext};
-use crate::emitter::{Emitter, Port};
+use crate::emitter::{Emitter, Fused, Port};
 use crate::error::BoxError;
-use crate::node::{Context, Node, Now, Sink, Source};
+use crate::fused::{node_stage, sink_stage};
+use crate::node::{Context, Node, Sink, Source};
 use crate::stats::NodeStats;
 use crate::status::Stop;
+use crate::step::{Step, consume_now, failure, panic_message, process_now};
 
 /// What the runtime hands a node task when it starts.
 pub(crate) struct NodeEnv {
@@ -44,18 +45,11 @@ impl NodeEnv {
     }
 }
 
-/// A node ready to be spawned once its edges exist.
-pub(crate) type Prepared = Box<dyn FnOnce(NodeEnv) -> BoxFuture<'static, ()> + Send>;
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
+/// A node ready to start once its edges exist: returns its task, or `None`
+/// when the node joined the task of the node before it (a fused chain).
+/// Nodes are started from the last to the first, so that a fused node's
+/// stage is in place when the node before it makes its output.
+pub(crate) type Prepared = Box<dyn FnOnce(NodeEnv) -> Option<BoxFuture<'static, ()>> + Send>;
 
 /// Runs a node body, recording an error or a panic in the pipeline's status
 /// *before* the node's edges are dropped, so that downstream nodes never run
@@ -89,19 +83,32 @@ async fn flushing<F: Future, T: Send + 'static>(work: F, out: &mut Emitter<T>) -
     .await
 }
 
-fn make_port<T>(spec: crate::builder::PortSpec<T>, closed: CancellationToken, stats: Arc<NodeStats>) -> Port<T> {
+/// The emitter of a node: into a fused stage, or onto its edges.
+fn make_output<T: Send + 'static>(
+    spec: PortSpec<T>,
+    closed: CancellationToken,
+    stats: Arc<NodeStats>,
+    source: bool,
+) -> Emitter<T> {
+    if let Some(stage) = spec.fused {
+        return Emitter::fused(Fused::new(stage, closed, stats), spec.chunk_size, source);
+    }
     let mut edges = spec.edges;
     // Parts of a split output are addressed by position.
     edges.sort_by_key(|(slot, _)| *slot);
-    Port::new(edges.into_iter().map(|(_, edge)| edge).collect(), spec.cloner, spec.policy, closed, stats)
+    let port = Port::new(edges.into_iter().map(|(_, edge)| edge).collect(), spec.cloner, spec.policy, closed, stats);
+    Emitter::connected(port, source)
 }
 
 pub(crate) fn prepare_node<N: Node>(node: N, inputs: SharedInputs<N::In>, port: SharedPort<N::Out>) -> Prepared {
     Box::new(move |env: NodeEnv| {
-        let input = InputSet::new(take_inputs(&inputs));
-        let out =
-            Emitter::connected(make_port(take_port(&port), CancellationToken::new(), env.ctx.stats().clone()), false);
-        Box::pin(node_task(node, input, out, env))
+        let inputs = take_inputs(&inputs);
+        let out = make_output(take_port(&port), CancellationToken::new(), env.ctx.stats().clone(), false);
+        if let Some(upstream) = inputs.fused_from {
+            fuse_into(&upstream, node_stage(node, out, env.ctx));
+            return None;
+        }
+        Some(Box::pin(node_task(node, InputSet::new(inputs.receivers), out, env)))
     })
 }
 
@@ -109,100 +116,47 @@ async fn node_task<N: Node>(mut node: N, mut input: InputSet<N::In>, mut out: Em
     guarded(drive_node(&mut node, &mut input, &mut out, &env), &env.ctx).await;
 }
 
-/// Where a synchronous run over a chunk stopped.
-enum Step<In, E> {
-    /// Every item was processed.
-    Done,
-    /// The output buffer is full and must be flushed before going on.
-    Full,
-    Fail(E),
-    /// This item needs the asynchronous path.
-    Later(In),
-}
-
-/// Where [`process_now`] stopped, with the iterator and buffer it owned.
-type Stopped<N, I> = (Step<<N as Node>::In, <N as Node>::Error>, I, Vec<<N as Node>::Out>);
-
-/// Processes items without awaiting for as long as the node allows.
-///
-/// A plain function that owns the iterator and the output buffer while it
-/// runs, so the per-item loop keeps them in registers instead of writing
-/// them back to the task's state on every item.
-#[inline]
-fn process_now<I, N>(node: &mut N, mut items: I, mut buf: Vec<N::Out>, limit: usize) -> Stopped<N, I>
-where
-    I: ExactSizeIterator<Item = N::In>,
-    N: Node,
-{
-    if buf.len() >= limit {
-        return (Step::Full, items, buf);
-    }
-    buf.reserve(items.len().min(limit - buf.len()));
-    while let Some(item) = items.next() {
-        match node.process_now(item) {
-            Now::Emit(value) => {
-                buf.push(value);
-                if buf.len() >= limit {
-                    return (Step::Full, items, buf);
-                }
-            }
-            Now::Nothing => {}
-            Now::Fail(error) => return (Step::Fail(error), items, buf),
-            Now::Later(item) => return (Step::Later(item), items, buf),
-        }
-    }
-    (Step::Done, items, buf)
-}
-
-#[inline]
-fn consume_now<I, K>(sink: &mut K, mut items: I) -> (Step<K::In, K::Error>, I)
-where
-    I: Iterator<Item = K::In>,
-    K: Sink,
-{
-    while let Some(item) = items.next() {
-        match sink.consume_now(item) {
-            Now::Emit(()) | Now::Nothing => {}
-            Now::Fail(error) => return (Step::Fail(error), items),
-            Now::Later(item) => return (Step::Later(item), items),
-        }
-    }
-    (Step::Done, items)
-}
-
 /// What woke a node that was waiting for input.
 enum Wake<T> {
     Chunk(Chunk<T>),
     Closed,
     Timer,
+    /// Every reader of the node's output has stopped.
+    OutputClosed,
 }
 
 /// Waits for the next chunk, or for the node's deadline if it has one.
-async fn next_or_timer<T>(input: &mut InputSet<T>, deadline: Option<Instant>) -> Wake<T> {
+///
+/// Meanwhile `downstream` drives the fused chain after the node, if any (its
+/// timers fire, what it holds moves on); it resolves once every reader of
+/// the node's output has stopped.
+async fn next_or_timer<T>(
+    input: &mut InputSet<T>,
+    deadline: Option<Instant>,
+    downstream: impl Future<Output = ()>,
+) -> Wake<T> {
     let next = async {
         match input.next().await {
             Some(chunk) => Wake::Chunk(chunk),
             None => Wake::Closed,
         }
     };
-    match deadline {
-        None => next.await,
-        Some(deadline) => tokio::select! {
-            biased;
-            wake = next => wake,
-            () = tokio::time::sleep_until(deadline) => Wake::Timer,
-        },
+    let timer = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        wake = next => wake,
+        () = timer => Wake::Timer,
+        () = downstream => Wake::OutputClosed,
     }
 }
 
 fn due(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| d <= Instant::now())
-}
-
-/// Counts an error against the node before it is returned.
-fn failure<E: Into<BoxError>>(stats: &NodeStats, error: E) -> BoxError {
-    stats.add_error();
-    error.into()
 }
 
 /// Runs a node's timer, then ends what it emitted.
@@ -223,6 +177,8 @@ async fn drive_node<N: Node>(
     let mut flusher = out.handle();
     let shared = input.shared_queue();
     node.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
+    // A fused chain after the node sets up now, not at the first item.
+    out.flush().await;
     loop {
         let chunk = match input.try_next() {
             TryNext::Chunk(chunk) => chunk,
@@ -231,9 +187,13 @@ async fn drive_node<N: Node>(
                 // Nothing more is ready: send what we hold before waiting, so
                 // a lone item is never kept back waiting for a chunk to fill.
                 out.flush().await;
-                match next_or_timer(input, node.deadline()).await {
+                let deadline = node.deadline();
+                let mut downstream = out.handle();
+                match next_or_timer(input, deadline, std::future::poll_fn(|cx| downstream.poll_drive(cx))).await {
                     Wake::Chunk(chunk) => chunk,
                     Wake::Closed => break,
+                    // The pipeline is failing: stop reading.
+                    Wake::OutputClosed => return Ok(()),
                     Wake::Timer => {
                         fire_timer(node, out, stats).await?;
                         continue;
@@ -309,14 +269,15 @@ async fn drive_node<N: Node>(
     flushing(node.finish(out), &mut flusher).await.map_err(|e| failure(stats, e))?;
     out.end_input();
     out.flush().await;
+    out.close_downstream().await;
     Ok(())
 }
 
 pub(crate) fn prepare_source<S: Source>(source: S, port: SharedPort<S::Out>) -> Prepared {
     Box::new(move |env: NodeEnv| {
         let closed = CancellationToken::new();
-        let out = Emitter::connected(make_port(take_port(&port), closed.clone(), env.ctx.stats().clone()), true);
-        Box::pin(source_task(source, out, closed, env))
+        let out = make_output(take_port(&port), closed.clone(), env.ctx.stats().clone(), true);
+        Some(Box::pin(source_task(source, out, closed, env)))
     })
 }
 
@@ -331,6 +292,8 @@ async fn drive_source<S: Source>(
     env: &NodeEnv,
 ) -> Result<(), BoxError> {
     source.setup(&env.ctx).await.map_err(|e| failure(env.ctx.stats(), e))?;
+    // A fused chain after the source sets up now, not at the first item.
+    out.flush().await;
     let cooperative = source.cooperative_shutdown();
     let shutdown = env.ctx.shutdown_token();
     let mut flusher = out.handle();
@@ -351,13 +314,18 @@ async fn drive_source<S: Source>(
     // What the source emitted before it stopped still goes out.
     out.end_input();
     out.flush().await;
+    out.close_downstream().await;
     Ok(())
 }
 
 pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
     Box::new(move |env: NodeEnv| {
-        let input = InputSet::new(take_inputs(&inputs));
-        Box::pin(sink_task(sink, input, env))
+        let inputs = take_inputs(&inputs);
+        if let Some(upstream) = inputs.fused_from {
+            fuse_into(&upstream, sink_stage(sink, env.ctx));
+            return None;
+        }
+        Some(Box::pin(sink_task(sink, InputSet::new(inputs.receivers), env)))
     })
 }
 
@@ -374,9 +342,9 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
             TryNext::Closed => break,
             TryNext::Empty => {
                 sink.flush().await.map_err(|e| failure(stats, e))?;
-                match next_or_timer(input, sink.deadline()).await {
+                match next_or_timer(input, sink.deadline(), std::future::pending()).await {
                     Wake::Chunk(chunk) => chunk,
-                    Wake::Closed => break,
+                    Wake::Closed | Wake::OutputClosed => break,
                     Wake::Timer => {
                         sink.on_timer().await.map_err(|e| failure(stats, e))?;
                         continue;

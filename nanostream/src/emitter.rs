@@ -117,12 +117,54 @@ enum Output<T> {
     /// Not connected to a topology: items stay in the buffer for the caller.
     Detached,
     Connected(Port<T>),
+    /// The next node of a fused chain, run by this node's task.
+    Fused(Fused<T>),
     /// Every reader has stopped: whatever is emitted is discarded, and what
     /// it owed is abandoned.
     Closed,
     /// The node ended its output ([`Emitter::close`]): the same, but a
     /// source that emits anyway is not parked.
     Ended,
+}
+
+/// Where a node's output is handed to the next node of a fused chain (see
+/// `fused.rs`), in the manner of a `futures` `Sink` of chunks: the emitter
+/// waits for [`poll_ready`](Stage::poll_ready), hands over a chunk with
+/// [`start_send`](Stage::start_send), and drives the stage with
+/// [`poll_flush`](Stage::poll_flush) whenever its own node is about to wait.
+pub(crate) trait Stage<T>: Send {
+    /// Drives the chunk in hand; ready once the stage can take another.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>>;
+    /// Hands over a chunk; only after `poll_ready` returned `Ok`.
+    fn start_send(&mut self, chunk: Chunk<T>);
+    /// The empty allocation of the last chunk the stage finished, if it kept
+    /// it, for the emitter to fill next.
+    fn recycle(&mut self) -> Vec<T>;
+    /// Drives everything the stage has in hand, and what it emitted through
+    /// the rest of the chain, and fires its due timers; ready when all of it
+    /// is done. Arms the stage's timer when it has one.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>>;
+    /// The input ended: runs the stage's final hook, then closes the rest of
+    /// the chain.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>>;
+}
+
+/// A fused stage stopped for good: it failed (and recorded why in the
+/// pipeline's status), or every reader after it stopped.
+#[derive(Debug)]
+pub(crate) struct StageStopped;
+
+/// A fused output: the stage, and what a port would also have.
+pub(crate) struct Fused<T> {
+    stage: Box<dyn Stage<T>>,
+    closed_token: CancellationToken,
+    stats: Arc<NodeStats>,
+}
+
+impl<T> Fused<T> {
+    pub(crate) fn new(stage: Box<dyn Stage<T>>, closed_token: CancellationToken, stats: Arc<NodeStats>) -> Self {
+        Self { stage, closed_token, stats }
+    }
 }
 
 /// Acknowledgements an operator holds for items kept in its state.
@@ -250,6 +292,11 @@ impl Owed {
 
 impl<T> Core<T> {
     fn close_output(&mut self, how: Output<T>) {
+        // Every reader after a fused output stopped: say so, as a port does
+        // when its last edge closes. (Not when the node ends its own output.)
+        if let (Output::Fused(fused), Output::Closed) = (&self.output, &how) {
+            fused.closed_token.cancel();
+        }
         self.output = how;
         self.buffer.discard();
     }
@@ -292,6 +339,16 @@ impl<T: Send + 'static> Core<T> {
     /// Sends everything buffered, chunk by chunk, and what an interrupted
     /// flush left half-sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Output::Fused(fused) = &mut self.output {
+            return match fused.poll_flush(&mut self.buffer, self.limit, cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(())) => Poll::Ready(()),
+                Poll::Ready(Err(StageStopped)) => {
+                    self.close_output(Output::Closed);
+                    Poll::Ready(())
+                }
+            };
+        }
         while !self.buffer.items.is_empty() || self.port_has_parts() {
             let port = match &mut self.output {
                 Output::Detached => return Poll::Ready(()),
@@ -300,6 +357,7 @@ impl<T: Send + 'static> Core<T> {
                     return Poll::Ready(());
                 }
                 Output::Connected(port) => port,
+                Output::Fused(_) => unreachable!("handled above"),
             };
             match ready!(port.poll_send_chunk(&mut self.buffer, self.limit, cx)) {
                 Delivery::Sent(items) => port.stats.add_sent(items),
@@ -307,6 +365,35 @@ impl<T: Send + 'static> Core<T> {
             }
         }
         Poll::Ready(())
+    }
+}
+
+impl<T: Send + 'static> Fused<T> {
+    /// Hands every buffered chunk to the stage, then drives it.
+    fn poll_flush(
+        &mut self,
+        buffer: &mut Buffer<T>,
+        limit: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), StageStopped>> {
+        loop {
+            ready!(self.stage.poll_ready(cx))?;
+            if buffer.spare.capacity() == 0 {
+                buffer.spare = self.stage.recycle();
+            }
+            if buffer.items.is_empty() {
+                break;
+            }
+            // A fused chain never waits on a channel, so it would never give
+            // its worker back to the runtime: count each chunk against the
+            // task's budget as a channel operation does.
+            let coop = ready!(tokio::task::coop::poll_proceed(cx));
+            let n = buffer.items.len().min(limit);
+            self.stage.start_send(buffer.take_front(n));
+            self.stats.add_sent(n);
+            coop.made_progress();
+        }
+        self.stage.poll_flush(cx)
     }
 }
 
@@ -473,6 +560,18 @@ impl<T> Emitter<T> {
         })
     }
 
+    /// An emitter whose output is the next node of a fused chain; `limit` is
+    /// the chunk size.
+    pub(crate) fn fused(fused: Fused<T>, limit: usize, source: bool) -> Self {
+        Self::new(Core {
+            buffer: Buffer::new(),
+            input_seq: 0,
+            limit,
+            park_when_closed: source,
+            output: Output::Fused(fused),
+        })
+    }
+
     /// A second handle on the same buffer, for the runtime to flush while the
     /// node holds the first one.
     pub(crate) fn handle(&self) -> Self {
@@ -526,6 +625,13 @@ impl<T> Emitter<T> {
             same.clear();
             core.buffer.spare = std::mem::take(same);
         }
+        core.end_input();
+        core.is_closed()
+    }
+
+    /// Ends the current input; returns whether every reader has stopped.
+    pub(crate) fn end_input_closed(&mut self) -> bool {
+        let mut core = self.lock();
         core.end_input();
         core.is_closed()
     }
@@ -679,7 +785,35 @@ impl<T: Send + 'static> Emitter<T> {
     /// `close` are discarded, and what they owe is abandoned.
     pub async fn close(&mut self) {
         self.flush().await;
+        self.close_downstream().await;
         self.lock().close_output(Output::Ended);
+    }
+
+    /// Ends the input of a fused chain after this output: each node of it
+    /// runs its final hook, in order. Nothing to do for an output that is
+    /// not fused (its readers see the end when the edges drop).
+    pub(crate) fn close_downstream(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_close_downstream(cx).map(|_| ()))
+    }
+
+    pub(crate) fn poll_close_downstream(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>> {
+        let mut core = self.lock();
+        ready!(core.poll_flush(cx));
+        let Output::Fused(fused) = &mut core.output else { return Poll::Ready(Ok(())) };
+        let closed = ready!(fused.stage.poll_close(cx));
+        if closed.is_err() {
+            core.close_output(Output::Closed);
+        }
+        Poll::Ready(closed)
+    }
+
+    /// Drives a fused chain after this output while the node waits for
+    /// input (its timers fire, what it holds moves on); ready once every
+    /// reader has stopped.
+    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut core = self.lock();
+        ready!(core.poll_flush(cx));
+        if core.is_closed() { Poll::Ready(()) } else { Poll::Pending }
     }
 
     /// Sends the buffered outputs now, even if the chunk is not full.

@@ -21,16 +21,47 @@ fn dot_quote(s: &str) -> String {
     out
 }
 
+/// The nodes of each task that runs more than one (a fused chain), by the
+/// index of the task's first node; every other node is a task alone.
+fn fused_tasks(graph: &Graph) -> Vec<(usize, Vec<usize>)> {
+    let mut tasks: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        match tasks.iter_mut().find(|(task, _)| *task == node.task) {
+            Some((_, members)) => members.push(i),
+            None => tasks.push((node.task, vec![i])),
+        }
+    }
+    tasks.retain(|(_, members)| members.len() > 1);
+    tasks
+}
+
 pub(crate) fn to_dot(graph: &Graph) -> String {
     let mut out = String::from("digraph nanostream {\n    rankdir=LR;\n");
-    for node in &graph.nodes {
+    let dot_node = |out: &mut String, indent: &str, i: usize| {
+        let node = &graph.nodes[i];
         let shape = match node.kind {
             NodeKind::Source => "invhouse",
             NodeKind::Node => "box",
             NodeKind::Sink => "house",
             NodeKind::Placeholder => "ellipse",
         };
-        let _ = writeln!(out, "    {} [shape={shape}];", dot_quote(&node.name));
+        let _ = writeln!(out, "{indent}{} [shape={shape}];", dot_quote(&node.name));
+    };
+    let fused = fused_tasks(graph);
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !fused.iter().any(|(task, _)| *task == node.task) {
+            dot_node(&mut out, "    ", i);
+        }
+    }
+    // A fused chain is one task: drawn as a box around its nodes.
+    for (n, (task, members)) in fused.iter().enumerate() {
+        let label = format!("task {}", graph.nodes[*task].name);
+        let _ =
+            writeln!(out, "    subgraph cluster_{n} {{\n        label={};\n        style=dashed;", dot_quote(&label));
+        for &i in members {
+            dot_node(&mut out, "        ", i);
+        }
+        out.push_str("    }\n");
     }
     for edge in &graph.edges {
         let _ = writeln!(
@@ -51,14 +82,28 @@ fn mermaid_text(s: &str) -> String {
 
 pub(crate) fn to_mermaid(graph: &Graph) -> String {
     let mut out = String::from("flowchart LR\n");
-    for (i, node) in graph.nodes.iter().enumerate() {
-        let name = mermaid_text(&node.name);
-        let _ = match node.kind {
-            NodeKind::Source => writeln!(out, "    n{i}[/\"{name}\"/]"),
-            NodeKind::Node => writeln!(out, "    n{i}[\"{name}\"]"),
-            NodeKind::Sink => writeln!(out, "    n{i}[\\\"{name}\"\\]"),
-            NodeKind::Placeholder => writeln!(out, "    n{i}([\"{name}\"])"),
+    let mermaid_node = |out: &mut String, indent: &str, i: usize| {
+        let name = mermaid_text(&graph.nodes[i].name);
+        let _ = match graph.nodes[i].kind {
+            NodeKind::Source => writeln!(out, "{indent}n{i}[/\"{name}\"/]"),
+            NodeKind::Node => writeln!(out, "{indent}n{i}[\"{name}\"]"),
+            NodeKind::Sink => writeln!(out, "{indent}n{i}[\\\"{name}\"\\]"),
+            NodeKind::Placeholder => writeln!(out, "{indent}n{i}([\"{name}\"])"),
         };
+    };
+    let fused = fused_tasks(graph);
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if !fused.iter().any(|(task, _)| *task == node.task) {
+            mermaid_node(&mut out, "    ", i);
+        }
+    }
+    for (n, (task, members)) in fused.iter().enumerate() {
+        let label = mermaid_text(&format!("task {}", graph.nodes[*task].name));
+        let _ = writeln!(out, "    subgraph t{n}[\"{label}\"]");
+        for &i in members {
+            mermaid_node(&mut out, "        ", i);
+        }
+        out.push_str("    end\n");
     }
     for edge in &graph.edges {
         let _ = writeln!(out, "    n{} -->|\"{}\"| n{}", edge.from, mermaid_text(&edge.label()), edge.to);

@@ -5,10 +5,13 @@
 //! and `.await` the whole pipeline inside your own Tokio runtime, next to
 //! your other async services. No cluster, no configuration files.
 //!
-//! - Every node runs as a Tokio task; edges are bounded channels, so a slow
-//!   node slows its producers down instead of letting memory grow.
-//! - Edges move items in chunks while your code stays per item, so a graph
-//!   costs little more than the code in its nodes.
+//! - A chain of nodes joined one-to-one runs *fused* in one Tokio task, each
+//!   chunk handed from node to node by a function call; elsewhere (fan-out,
+//!   fan-in, splits) nodes run in their own tasks joined by bounded
+//!   channels, so a slow node slows its producers down instead of letting
+//!   memory grow. See [`Inputs::unfused`].
+//! - Items move in chunks while your code stays per item, so a graph costs
+//!   little more than the code in its nodes.
 //! - Any `Send + 'static` value can flow; edges are typed at compile time.
 //! - A node that fails or panics stops the pipeline and is reported by name.
 //!
@@ -95,6 +98,7 @@ mod driver;
 mod edge;
 mod emitter;
 pub mod error;
+mod fused;
 mod graph;
 mod node;
 mod operators;
@@ -106,12 +110,14 @@ mod sinks;
 mod sources;
 mod stats;
 mod status;
+mod step;
 pub mod testing;
 mod topology;
 
 pub use adapt::{NodeExt, SinkExt};
 pub use builder::{
-    DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, WithCapacity,
+    DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, Unfused,
+    WithCapacity,
 };
 pub use edge::{AckGuard, AckOutcome, Acks};
 pub use emitter::Emitter;
@@ -158,7 +164,7 @@ pub use topology::{Topology, TopologyHandle};
 /// The return types are recognised by name (`Option`, `Result`), so a type
 /// alias of them is taken as a plain output type. The function may not be
 /// generic, take `self`, or hold non-`Send` values across an `.await` (every
-/// node runs as a Tokio task). Errors from a fallible node fail the pipeline,
+/// node runs inside a Tokio task). Errors from a fallible node fail the pipeline,
 /// reporting the node's name.
 ///
 /// The optional argument `#[node(crate = path)]` names the nanostream crate

@@ -18,8 +18,12 @@ use crate::status::{Status, Stop};
 /// for every item in arrival order, and [`finish`](Node::finish) once when
 /// every upstream node has finished, so a node can emit what it still holds.
 ///
-/// The futures must be `Send`, because every node runs as its own Tokio task.
-/// Write the methods as `async fn` in the `impl`.
+/// The futures must be `Send`, because nodes run inside Tokio tasks, which
+/// a multi-thread runtime moves between threads. A node runs in a task of its
+/// own, or fused into the task of the node before it (see
+/// [`Inputs::unfused`](crate::Inputs::unfused)); either way its hooks are
+/// called in the same order, under its own name. Write the methods as
+/// `async fn` in the `impl`.
 ///
 /// # Examples
 ///

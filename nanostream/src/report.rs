@@ -78,17 +78,34 @@ pub(crate) fn snapshot(nodes: &[NodeInfo]) -> Vec<NodeSnapshot> {
         .collect()
 }
 
-/// The node holding the pipeline back: the one with the fullest input
-/// queue among those whose own output is not backed up (a node whose output
-/// is full is waiting on something further downstream). `None` when no
-/// input queue is at least half full.
-pub(crate) fn bottleneck(nodes: &[NodeSnapshot]) -> Option<usize> {
-    nodes
-        .iter()
+/// How hard a node holds back the nodes before it, from 0 to 1: the fill
+/// of its input queue, or, for a node fused into the task of the node
+/// before it (no queue in between), the share of the interval it was busy.
+fn pressure(before: &NodeSnapshot, now: &NodeSnapshot, secs: f64) -> f64 {
+    if now.capacity > 0 {
+        now.input_fill()
+    } else if now.received > 0 {
+        ((now.busy - before.busy).as_secs_f64() / secs).min(1.0)
+    } else {
+        // A source.
+        0.0
+    }
+}
+
+/// The node holding the pipeline back: the one under the most pressure
+/// among those whose own output is not backed up (a node whose output is
+/// full is waiting on something further downstream). `None` when no node is
+/// under pressure of at least one half.
+pub(crate) fn bottleneck(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed: Duration) -> Option<usize> {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    now.iter()
+        .zip(before)
+        .map(|(n, b)| pressure(b, n, secs))
         .enumerate()
-        .filter(|(_, n)| n.input_fill() >= 0.5 && n.output_fill() < 0.5)
-        .max_by(|(_, a), (_, b)| a.input_fill().total_cmp(&b.input_fill()))
-        .map(|(i, _)| i)
+        .zip(now)
+        .filter(|((_, pressure), n)| *pressure >= 0.5 && n.output_fill() < 0.5)
+        .max_by(|((_, a), _), ((_, b), _)| a.total_cmp(b))
+        .map(|((i, _), _)| i)
 }
 
 /// One line of the progress report.
@@ -104,7 +121,7 @@ pub(crate) struct ProgressLine {
 
 pub(crate) fn progress(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed: Duration) -> Vec<ProgressLine> {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let slow = bottleneck(now);
+    let slow = bottleneck(before, now, elapsed);
     now.iter()
         .zip(before)
         .enumerate()
@@ -181,14 +198,31 @@ mod tests {
     fn bottleneck_is_the_full_node_whose_output_is_not_backed_up() {
         // source -> parse -> store: store is slow, so both queues are full;
         // parse is blocked by store, store is the one to blame.
+        let second = Duration::from_secs(1);
         let nodes = [node("source", 0, 0, 90, 100), node("parse", 90, 100, 100, 100), node("store", 100, 100, 0, 0)];
-        assert_eq!(bottleneck(&nodes), Some(2));
+        assert_eq!(bottleneck(&nodes, &nodes, second), Some(2));
         // A middle node that is slow: its input is full, its output empty.
         let nodes = [node("source", 0, 0, 100, 100), node("parse", 100, 100, 3, 100), node("store", 3, 100, 0, 0)];
-        assert_eq!(bottleneck(&nodes), Some(1));
+        assert_eq!(bottleneck(&nodes, &nodes, second), Some(1));
         // Nothing is backed up: no bottleneck.
         let nodes = [node("source", 0, 0, 10, 100), node("store", 10, 100, 0, 0)];
-        assert_eq!(bottleneck(&nodes), None);
+        assert_eq!(bottleneck(&nodes, &nodes, second), None);
+    }
+
+    #[test]
+    fn in_a_fused_chain_the_bottleneck_is_the_node_busy_most_of_the_time() {
+        // source -> parse -> store in one task: no queues; store was busy
+        // 900 ms of the second, parse 50 ms.
+        let second = Duration::from_secs(1);
+        let before = [node("source", 0, 0, 0, 0), node("parse", 0, 0, 0, 0), node("store", 0, 0, 0, 0)];
+        let mut now = before.clone();
+        now[1].received = 100;
+        now[1].busy = Duration::from_millis(50);
+        now[2].received = 100;
+        now[2].busy = Duration::from_millis(900);
+        assert_eq!(bottleneck(&before, &now, second), Some(2));
+        now[2].busy = Duration::from_millis(300);
+        assert_eq!(bottleneck(&before, &now, second), None);
     }
 
     #[test]

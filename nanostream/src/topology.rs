@@ -10,13 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::builder::TopologyBuilder;
-use crate::driver::{NodeEnv, Prepared, panic_message};
+use crate::driver::{NodeEnv, Prepared};
 use crate::edge::EdgeRef;
 use crate::error::{AbandonedNode, AbandonedReport, Error};
 use crate::node::Context;
 use crate::report::{NodeInfo, NodeSnapshot};
 use crate::stats::NodeStats;
 use crate::status::{Status, Stop};
+use crate::step::panic_message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeKind {
@@ -30,6 +31,8 @@ pub(crate) enum NodeKind {
 pub(crate) struct GraphNode {
     pub(crate) name: String,
     pub(crate) kind: NodeKind,
+    /// The node whose task this node runs in (itself, unless fused).
+    pub(crate) task: usize,
 }
 
 #[derive(Debug)]
@@ -39,10 +42,15 @@ pub(crate) struct GraphEdge {
     pub(crate) capacity: usize,
     /// How the sending node spreads items, when it has several readers.
     pub(crate) policy: Option<String>,
+    /// The reader runs in the writer's task: no queue.
+    pub(crate) fused: bool,
 }
 
 impl GraphEdge {
     pub(crate) fn label(&self) -> String {
+        if self.fused {
+            return "fused".to_owned();
+        }
         match &self.policy {
             Some(policy) if self.capacity == 0 => policy.clone(),
             Some(policy) => format!("{policy}, capacity {}", self.capacity),
@@ -65,6 +73,8 @@ pub(crate) struct Graph {
 /// [`TopologyHandle`] to shut it down.
 pub struct Topology {
     nodes: Vec<NodePlan>,
+    /// The order to start the nodes in.
+    order: Vec<usize>,
     graph: Graph,
     progress: Option<Duration>,
 }
@@ -75,6 +85,8 @@ pub(crate) struct NodePlan {
     pub(crate) launch: Prepared,
     pub(crate) inputs: Vec<EdgeRef>,
     pub(crate) outputs: Vec<EdgeRef>,
+    /// The node whose task this node runs in (itself, unless fused).
+    pub(crate) task: usize,
 }
 
 impl std::fmt::Debug for Topology {
@@ -89,8 +101,8 @@ impl Topology {
         TopologyBuilder::new()
     }
 
-    pub(crate) fn new(nodes: Vec<NodePlan>, graph: Graph, progress: Option<Duration>) -> Self {
-        Self { nodes, graph, progress }
+    pub(crate) fn new(nodes: Vec<NodePlan>, order: Vec<usize>, graph: Graph, progress: Option<Duration>) -> Self {
+        Self { nodes, order, graph, progress }
     }
 
     /// Runs the pipeline until every source has finished and every item has
@@ -188,17 +200,28 @@ impl Topology {
         let deadline = Arc::new(DeadlineRequest::default());
         let mut set = JoinSet::new();
         let mut ids = HashMap::with_capacity(self.nodes.len());
-        let mut infos = Vec::with_capacity(self.nodes.len());
         let mut tasks = Vec::with_capacity(self.nodes.len());
+        let mut infos = Vec::with_capacity(self.nodes.len());
+        let mut launches = Vec::with_capacity(self.nodes.len());
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (index, plan) in self.nodes.into_iter().enumerate() {
             let name: Arc<str> = plan.name.into();
             let stats = Arc::new(NodeStats::new(&name));
             let env = NodeEnv { ctx: Context::new(name.clone(), shutdown.clone(), status.clone(), stats.clone()) };
-            let span = tracing::info_span!("node", name = %name);
-            let task = spawn_named(&mut set, &name, (plan.launch)(env).instrument(span));
-            ids.insert(task.id(), index);
-            tasks.push(task);
+            members[plan.task].push(index);
+            launches.push(Some((plan.launch, env)));
             infos.push(NodeInfo { name, inputs: plan.inputs, outputs: plan.outputs, stats });
+        }
+        // Readers first: a fused node puts its stage in place before the
+        // node before it makes its output.
+        for index in self.order {
+            let Some((launch, env)) = launches[index].take() else { continue };
+            let Some(task) = launch(env) else { continue };
+            let name = &infos[index].name;
+            let span = tracing::info_span!("node", name = %name);
+            let task = spawn_named(&mut set, name, task.instrument(span));
+            ids.insert(task.id(), std::mem::take(&mut members[index]));
+            tasks.push(task);
         }
         let nodes: Arc<[NodeInfo]> = infos.into();
         let done = CancellationToken::new();
@@ -311,7 +334,8 @@ impl DeadlineRequest {
 /// reads the outcome once every task has ended.
 struct Supervisor {
     set: JoinSet<()>,
-    ids: HashMap<tokio::task::Id, usize>,
+    /// Each task's nodes: the first node of a fused chain, then the rest.
+    ids: HashMap<tokio::task::Id, Vec<usize>>,
     nodes: Arc<[NodeInfo]>,
     status: Arc<Status>,
     deadline: Arc<DeadlineRequest>,
@@ -352,14 +376,17 @@ impl Supervisor {
                     // the runtime's code around it. Aborted tasks need no
                     // record: they were aborted because of one.
                     if error.is_panic() {
-                        let node =
-                            self.ids.get(&id).map_or_else(|| "<unknown>".into(), |&i| self.nodes[i].name.clone());
+                        let node = self
+                            .ids
+                            .get(&id)
+                            .and_then(|nodes| nodes.first())
+                            .map_or_else(|| "<unknown>".into(), |&i| self.nodes[i].name.clone());
                         self.status.record(Stop::Panicked { node, message: panic_message(&*error.into_panic()) });
                     }
                     id
                 }
             };
-            if let Some(&index) = self.ids.get(&id) {
+            for &index in self.ids.get(&id).into_iter().flatten() {
                 running[index] = false;
             }
         }

@@ -1,0 +1,768 @@
+//! Fused chains: a node joined to the node before it by a one-to-one edge
+//! runs inside that node's task, as a [`Stage`] of its output.
+//!
+//! The upstream emitter hands each chunk it would have sent over a channel
+//! to the stage instead, and the stage runs its node's per-item step over
+//! the chunk at once, writing into its own emitter, which may feed the next
+//! stage. No queue, no wake-up and no cross-core hand-off between them: a
+//! chain of `map`s costs about what a hand-written loop over a `Vec` costs.
+//!
+//! Each stage keeps what a node task gives its node: its own name (in
+//! errors, panics and metrics), `setup` before anything else, the
+//! synchronous fast path with the asynchronous fallback, timers, `finish`
+//! after the last item, acknowledgements released only on the success path,
+//! and "flush before waiting": while a stage's future waits, what the stage
+//! emitted moves on downstream. Back-pressure needs no queue here: a stage
+//! that cannot take a chunk keeps its upstream emitter's `flush` pending,
+//! which is where its node awaits.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context as TaskCx, Poll, ready};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
+
+use crate::edge::{Acks, Chunk};
+use crate::emitter::{Emitter, Stage, StageStopped};
+use crate::node::{Context, Node, Sink};
+use crate::status::Stop;
+use crate::step::{Step, consume_now, failure, panic_message, process_now};
+
+type Panic = Box<dyn Any + Send>;
+/// A call into the node that needs the asynchronous path: the node is moved
+/// into the future while it runs and comes back with its result.
+type Call<N, E> = BoxFuture<'static, Result<(N, Result<(), E>), Panic>>;
+
+/// The items of a chunk not processed yet.
+enum Items<T> {
+    /// A whole chunk as it arrived.
+    Fresh(Vec<T>),
+    /// What was left when processing stopped part way, last item first (so
+    /// that taking the next one is a `pop`, and the allocation stays), and
+    /// the chunk's own allocation, to recycle when the chunk is done.
+    Rest { stack: Vec<T>, drained: Vec<T> },
+}
+
+/// Keeps a drained chunk's allocation for the emitter before the stage,
+/// which would otherwise allocate one for every chunk (and a large
+/// allocation for every chunk makes the system allocator consolidate what
+/// the items freed, every time).
+fn give_back<T>(slot: &mut Vec<T>, mut drained: Vec<T>) {
+    drained.clear();
+    *slot = drained;
+}
+
+/// Where [`consume_items`] stopped, with the items left.
+type Consumed<K> = (Step<<K as Sink>::In, <K as Sink>::Error>, Items<<K as Sink>::In>);
+
+/// Consumes a chunk's items without awaiting for as long as the sink allows,
+/// keeping the chunk's allocation; `spare` is an empty allocation to keep
+/// the rest of an interrupted chunk in.
+fn consume_items<K: Sink>(sink: &mut K, items: Items<K::In>, spare: &mut Vec<K::In>) -> Consumed<K> {
+    match items {
+        Items::Fresh(mut drained) => {
+            let (step, drain) = consume_now(sink, drained.drain(..));
+            if let Step::Done = step {
+                drop(drain);
+                return (step, Items::Fresh(drained));
+            }
+            let mut stack = std::mem::take(spare);
+            stack.extend(drain);
+            stack.reverse();
+            (step, Items::Rest { stack, drained })
+        }
+        Items::Rest { mut stack, drained } => {
+            let (step, _) = consume_now(sink, Popping(&mut stack));
+            (step, Items::Rest { stack, drained })
+        }
+    }
+}
+
+/// The items of a reversed `Vec`, in their original order.
+struct Popping<'a, T>(&'a mut Vec<T>);
+
+impl<T> Iterator for Popping<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        self.0.pop()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0.len(), Some(self.0.len()))
+    }
+}
+
+impl<T> ExactSizeIterator for Popping<'_, T> {}
+
+/// What to do when a call finishes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    Setup,
+    /// A timer, or the final hook: end what it emitted.
+    EndInput,
+}
+
+/// Where a stage is in its life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The final hook ran (or was skipped); flushing and closing downstream.
+    Closing,
+    Closed,
+}
+
+fn guarded<F: Future + Send + 'static>(work: F, span: &tracing::Span) -> BoxFuture<'static, Result<F::Output, Panic>> {
+    AssertUnwindSafe(work.instrument(span.clone())).catch_unwind().boxed()
+}
+
+/// What a stage and its node share: the name for errors, the timer.
+struct Shared {
+    ctx: Context,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The node's span: its code runs in it, as in a task of its own.
+    span: tracing::Span,
+}
+
+impl Shared {
+    fn new(ctx: Context) -> Self {
+        let span = tracing::info_span!("node", name = %ctx.name());
+        Self { ctx, timer: None, span }
+    }
+}
+
+impl Shared {
+    fn fail<E: Into<crate::error::BoxError>>(&self, error: E) -> StageStopped {
+        let source = failure(self.ctx.stats(), error);
+        self.ctx.status().record(Stop::Failed { node: self.ctx.name_arc().clone(), source });
+        StageStopped
+    }
+
+    fn panicked(&self, payload: &Panic) -> StageStopped {
+        self.ctx
+            .status()
+            .record(Stop::Panicked { node: self.ctx.name_arc().clone(), message: panic_message(&**payload) });
+        StageStopped
+    }
+
+    /// Whether `deadline` has passed; if not, arms the timer so that the
+    /// task wakes when it does.
+    fn due(&mut self, deadline: Option<Instant>, cx: &mut TaskCx<'_>) -> bool {
+        let Some(deadline) = deadline else {
+            self.timer = None;
+            return false;
+        };
+        if deadline <= Instant::now() {
+            return true;
+        }
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Makes `node` a stage of the emitter before it, writing into `out`.
+pub(crate) fn node_stage<N: Node>(node: N, out: Emitter<N::Out>, ctx: Context) -> Box<dyn Stage<N::In>> {
+    Box::new(NodeStage::new(node, out, ctx, process_call::<N>))
+}
+
+/// The asynchronous path for one item: the node moves into the future and
+/// comes back with the result.
+async fn process_call<N: Node>(mut node: N, item: N::In, mut out: Emitter<N::Out>) -> (N, Result<(), N::Error>) {
+    let result = node.process(item, &mut out).await;
+    (node, result)
+}
+
+/// A [`Node`] running as a stage of the emitter before it. `F` is the
+/// future of [`process_call`]: kept in one allocation made once, so that an
+/// item whose future is ready at once costs no allocation.
+pub(crate) struct NodeStage<N: Node, F> {
+    /// `None` while a call holds it.
+    node: Option<N>,
+    out: Emitter<N::Out>,
+    work: NodeWork<N>,
+    /// The item in progress on the asynchronous path.
+    item: Pin<Box<Option<F>>>,
+    make: fn(N, N::In, Emitter<N::Out>) -> F,
+    /// An empty allocation for the rest of an interrupted chunk.
+    stack: Vec<N::In>,
+    /// The allocation of the last chunk, for the emitter before this stage.
+    returned: Vec<N::In>,
+    phase: Phase,
+    shared: Shared,
+}
+
+enum NodeWork<N: Node> {
+    Idle,
+    Chunk {
+        items: Items<N::In>,
+        acks: Option<Acks>,
+        started: Instant,
+    },
+    /// An item on the asynchronous path (in `item`), then the rest of its
+    /// chunk.
+    Item {
+        rest: Option<(Items<N::In>, Instant)>,
+    },
+    Call {
+        call: Call<N, N::Error>,
+        after: After,
+    },
+}
+
+impl<N: Node, F> NodeStage<N, F>
+where
+    F: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
+{
+    fn new(node: N, out: Emitter<N::Out>, ctx: Context, make: fn(N, N::In, Emitter<N::Out>) -> F) -> Self {
+        let shared = Shared::new(ctx);
+        let setup_ctx = shared.ctx.clone();
+        let call = guarded(
+            async move {
+                let mut node = node;
+                let result = node.setup(&setup_ctx).await;
+                (node, result)
+            },
+            &shared.span,
+        );
+        Self {
+            node: None,
+            out,
+            work: NodeWork::Call { call, after: After::Setup },
+            item: Box::pin(None),
+            make,
+            stack: Vec::new(),
+            returned: Vec::new(),
+            phase: Phase::Open,
+            shared,
+        }
+    }
+
+    fn call<C>(&mut self, make: impl FnOnce(N, Emitter<N::Out>) -> C) -> Call<N, N::Error>
+    where
+        C: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
+    {
+        let node = self.node.take().expect("nanostream: a fused node is called while a call holds it");
+        guarded(make(node, self.out.handle()), &self.shared.span)
+    }
+
+    fn timer(&mut self) -> Call<N, N::Error> {
+        self.call(|mut node, mut out| async move {
+            let result = node.on_timer(&mut out).await;
+            (node, result)
+        })
+    }
+
+    fn finish(&mut self) -> Call<N, N::Error> {
+        self.call(|mut node, mut out| async move {
+            let result = node.finish(&mut out).await;
+            (node, result)
+        })
+    }
+
+    /// Runs the work in hand until it is done or must wait.
+    fn drive(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            match std::mem::replace(&mut self.work, NodeWork::Idle) {
+                NodeWork::Idle => return Poll::Ready(Ok(())),
+                NodeWork::Chunk { items, acks, started } => {
+                    let node = self.node.as_mut().expect("nanostream: a fused node is missing between calls");
+                    let entered = self.shared.span.enter();
+                    let ran = run_now(node, &mut self.out, items, acks, &mut self.stack);
+                    drop(entered);
+                    let (step, rest) = match ran {
+                        Ok(ran) => ran,
+                        Err(panic) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                    };
+                    match step {
+                        Step::Done => {
+                            let drained = match rest {
+                                Items::Fresh(drained) => drained,
+                                Items::Rest { stack, drained } => {
+                                    self.stack = stack;
+                                    drained
+                                }
+                            };
+                            // The emitter before this stage gets the allocation
+                            // back for its next chunk, unless it has not taken
+                            // the last one: then this node's own output may.
+                            let closed = if self.returned.capacity() == 0 {
+                                give_back(&mut self.returned, drained);
+                                self.out.end_input_closed()
+                            } else {
+                                self.out.end_input_recycling(drained)
+                            };
+                            self.shared.ctx.stats().add_busy(started.elapsed());
+                            if closed {
+                                return Poll::Ready(Err(StageStopped));
+                            }
+                        }
+                        Step::Full => {
+                            self.work = NodeWork::Chunk { items: rest, acks: None, started };
+                            ready!(self.out.poll_flush(cx));
+                            if self.out.is_closed() {
+                                return Poll::Ready(Err(StageStopped));
+                            }
+                        }
+                        Step::Fail(error) => return Poll::Ready(Err(self.shared.fail(error))),
+                        Step::Later(item) => {
+                            let node = self.node.take().expect("nanostream: a fused node is missing between calls");
+                            self.item.set(Some((self.make)(node, item, self.out.handle())));
+                            self.work = NodeWork::Item { rest: Some((rest, started)) };
+                        }
+                    }
+                }
+                NodeWork::Item { rest } => {
+                    let polled = {
+                        let _entered = self.shared.span.enter();
+                        let call = self.item.as_mut().as_pin_mut().expect("an item in progress");
+                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
+                    };
+                    match polled {
+                        Ok(Poll::Pending) => {
+                            self.work = NodeWork::Item { rest };
+                            // The node waits: what it emitted goes on meanwhile.
+                            let _ = self.out.poll_flush(cx);
+                            return Poll::Pending;
+                        }
+                        Err(panic) => {
+                            self.item.set(None);
+                            return Poll::Ready(Err(self.shared.panicked(&panic)));
+                        }
+                        Ok(Poll::Ready((node, result))) => {
+                            self.item.set(None);
+                            self.node = Some(node);
+                            if let Err(error) = result {
+                                return Poll::Ready(Err(self.shared.fail(error)));
+                            }
+                            if let Some((items, started)) = rest {
+                                self.work = NodeWork::Chunk { items, acks: None, started };
+                            }
+                        }
+                    }
+                }
+                NodeWork::Call { mut call, after } => match call.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.work = NodeWork::Call { call, after };
+                        // The node waits: what it emitted goes on meanwhile.
+                        let _ = self.out.poll_flush(cx);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                    Poll::Ready(Ok((node, result))) => {
+                        self.node = Some(node);
+                        if let Err(error) = result {
+                            return Poll::Ready(Err(self.shared.fail(error)));
+                        }
+                        if after == After::EndInput && self.out.end_input_closed() {
+                            return Poll::Ready(Err(StageStopped));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Where [`run_now`] stopped, with the items left (all of them drained
+/// when the chunk is done).
+type Ran<N> = (Step<<N as Node>::In, <N as Node>::Error>, Items<<N as Node>::In>);
+
+/// Runs the synchronous path over a chunk; a panic of the node is caught
+/// inside the emitter's lock and returned, so that it never unwinds through
+/// the runtime's code (nor the emitters of the stages before this one).
+/// `spare` is an empty allocation to keep the rest of a chunk in.
+fn run_now<N: Node>(
+    node: &mut N,
+    out: &mut Emitter<N::Out>,
+    items: Items<N::In>,
+    acks: Option<Acks>,
+    spare: &mut Vec<N::In>,
+) -> Result<Ran<N>, Panic> {
+    let run = |buf: &mut Vec<N::Out>, limit: usize| match items {
+        Items::Fresh(mut drained) => {
+            let (step, drain, filled) = process_now(node, drained.drain(..), std::mem::take(buf), limit);
+            *buf = filled;
+            if let Step::Done = step {
+                drop(drain);
+                return (step, Items::Fresh(drained));
+            }
+            let mut stack = std::mem::take(spare);
+            stack.extend(drain);
+            stack.reverse();
+            (step, Items::Rest { stack, drained })
+        }
+        Items::Rest { mut stack, drained } => {
+            let (step, _, filled) = process_now(node, Popping(&mut stack), std::mem::take(buf), limit);
+            *buf = filled;
+            (step, Items::Rest { stack, drained })
+        }
+    };
+    let run = |buf: &mut Vec<N::Out>, limit: usize| std::panic::catch_unwind(AssertUnwindSafe(|| run(buf, limit)));
+    match acks {
+        Some(acks) => out.begin_input_with(acks, run),
+        None => out.with_buffer(run),
+    }
+}
+
+impl<N: Node, F> Stage<N::In> for NodeStage<N, F>
+where
+    F: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
+{
+    fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        self.drive(cx)
+    }
+
+    fn recycle(&mut self) -> Vec<N::In> {
+        std::mem::take(&mut self.returned)
+    }
+
+    fn start_send(&mut self, chunk: Chunk<N::In>) {
+        debug_assert!(matches!(self.work, NodeWork::Idle), "a stage takes a chunk only when ready");
+        self.shared.ctx.stats().add_received(chunk.items.len(), 0);
+        self.work =
+            NodeWork::Chunk { items: Items::Fresh(chunk.items), acks: Some(chunk.acks), started: Instant::now() };
+    }
+
+    fn poll_flush(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            ready!(self.drive(cx))?;
+            ready!(self.out.poll_flush(cx));
+            if self.out.is_closed() {
+                return Poll::Ready(Err(StageStopped));
+            }
+            let deadline = self.node.as_ref().and_then(Node::deadline);
+            if self.phase == Phase::Open && self.shared.due(deadline, cx) {
+                let call = self.timer();
+                self.work = NodeWork::Call { call, after: After::EndInput };
+                continue;
+            }
+            return Poll::Ready(Ok(()));
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            ready!(self.poll_flush(cx))?;
+            match self.phase {
+                Phase::Open => {
+                    self.phase = Phase::Closing;
+                    self.shared.timer = None;
+                    if !self.shared.ctx.has_failed() {
+                        let call = self.finish();
+                        self.work = NodeWork::Call { call, after: After::EndInput };
+                    }
+                }
+                Phase::Closing => {
+                    if self.shared.ctx.has_failed() {
+                        // No final hooks once the pipeline is failing.
+                        self.phase = Phase::Closed;
+                        continue;
+                    }
+                    ready!(self.out.poll_close_downstream(cx))?;
+                    self.phase = Phase::Closed;
+                }
+                Phase::Closed => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// Makes `sink` a stage of the emitter before it.
+pub(crate) fn sink_stage<K: Sink>(sink: K, ctx: Context) -> Box<dyn Stage<K::In>> {
+    Box::new(SinkStage::new(sink, ctx, consume_call::<K>, flush_call::<K>))
+}
+
+/// A sink's `flush`, which a fused sink runs after every chunk: kept in an
+/// allocation made once, like the items' futures.
+async fn flush_call<K: Sink>(mut sink: K) -> (K, Result<(), K::Error>) {
+    let result = sink.flush().await;
+    (sink, result)
+}
+
+/// The asynchronous path for one item of a sink.
+async fn consume_call<K: Sink>(mut sink: K, item: K::In) -> (K, Result<(), K::Error>) {
+    let result = sink.consume(item).await;
+    (sink, result)
+}
+
+/// A [`Sink`] running as a stage of the emitter before it; `F` is the
+/// future of [`consume_call`], kept as [`NodeStage`] keeps its own.
+pub(crate) struct SinkStage<K: Sink, F, G> {
+    sink: Option<K>,
+    work: SinkWork<K>,
+    item: Pin<Box<Option<F>>>,
+    make: fn(K, K::In) -> F,
+    /// The `flush` in progress.
+    flushing: Pin<Box<Option<G>>>,
+    make_flush: fn(K) -> G,
+    /// An empty allocation for the rest of an interrupted chunk.
+    stack: Vec<K::In>,
+    /// The allocation of the last chunk, for the emitter before this stage.
+    returned: Vec<K::In>,
+    /// Consumed something since the last `flush`.
+    dirty: bool,
+    phase: Phase,
+    shared: Shared,
+}
+
+/// A chunk a call into the sink interrupted: the items left, what the
+/// chunk owes, when it started.
+type Interrupted<K> = (Items<<K as Sink>::In>, Acks, Instant);
+
+enum SinkWork<K: Sink> {
+    Idle,
+    Chunk {
+        items: Items<K::In>,
+        held: Acks,
+        started: Instant,
+    },
+    /// An item on the asynchronous path (in `item`), then the rest of its
+    /// chunk.
+    Item {
+        interrupted: Interrupted<K>,
+    },
+    /// The sink's `flush` (in `flushing`).
+    Flush,
+    Call {
+        call: Call<K, K::Error>,
+    },
+}
+
+impl<K: Sink, F, G> SinkStage<K, F, G>
+where
+    F: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
+    G: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
+{
+    fn new(sink: K, ctx: Context, make: fn(K, K::In) -> F, make_flush: fn(K) -> G) -> Self {
+        let shared = Shared::new(ctx);
+        let setup_ctx = shared.ctx.clone();
+        let call = guarded(
+            async move {
+                let mut sink = sink;
+                let result = sink.setup(&setup_ctx).await;
+                (sink, result)
+            },
+            &shared.span,
+        );
+        Self {
+            sink: None,
+            work: SinkWork::Call { call },
+            item: Box::pin(None),
+            make,
+            flushing: Box::pin(None),
+            make_flush,
+            stack: Vec::new(),
+            returned: Vec::new(),
+            dirty: false,
+            phase: Phase::Open,
+            shared,
+        }
+    }
+
+    fn call<C>(&mut self, make: impl FnOnce(K) -> C) -> Call<K, K::Error>
+    where
+        C: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
+    {
+        let sink = self.sink.take().expect("nanostream: a fused sink is called while a call holds it");
+        guarded(make(sink), &self.shared.span)
+    }
+
+    fn drive(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            match std::mem::replace(&mut self.work, SinkWork::Idle) {
+                SinkWork::Idle => return Poll::Ready(Ok(())),
+                SinkWork::Chunk { items, held, started } => {
+                    let sink = self.sink.as_mut().expect("nanostream: a fused sink is missing between calls");
+                    let entered = self.shared.span.enter();
+                    let stack = &mut self.stack;
+                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| consume_items(sink, items, stack)));
+                    drop(entered);
+                    let (step, rest) = match ran {
+                        Ok(done) => done,
+                        Err(panic) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                    };
+                    self.dirty = true;
+                    match step {
+                        Step::Done => {
+                            let drained = match rest {
+                                Items::Fresh(drained) => drained,
+                                Items::Rest { stack, drained } => {
+                                    self.stack = stack;
+                                    drained
+                                }
+                            };
+                            give_back(&mut self.returned, drained);
+                            self.chunk_done(held, started);
+                        }
+                        Step::Full => unreachable!("a sink has no output buffer"),
+                        Step::Fail(error) => return Poll::Ready(Err(self.shared.fail(error))),
+                        Step::Later(item) => {
+                            let sink = self.sink.take().expect("nanostream: a fused sink is missing between calls");
+                            self.item.set(Some((self.make)(sink, item)));
+                            self.work = SinkWork::Item { interrupted: (rest, held, started) };
+                        }
+                    }
+                }
+                SinkWork::Item { interrupted } => {
+                    let polled = {
+                        let _entered = self.shared.span.enter();
+                        let call = self.item.as_mut().as_pin_mut().expect("an item in progress");
+                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
+                    };
+                    match polled {
+                        Ok(Poll::Pending) => {
+                            self.work = SinkWork::Item { interrupted };
+                            return Poll::Pending;
+                        }
+                        Err(panic) => {
+                            self.item.set(None);
+                            return Poll::Ready(Err(self.shared.panicked(&panic)));
+                        }
+                        Ok(Poll::Ready((sink, result))) => {
+                            self.item.set(None);
+                            self.sink = Some(sink);
+                            if let Err(error) = result {
+                                return Poll::Ready(Err(self.shared.fail(error)));
+                            }
+                            let (items, held, started) = interrupted;
+                            self.work = SinkWork::Chunk { items, held, started };
+                        }
+                    }
+                }
+                SinkWork::Flush => {
+                    let polled = {
+                        let _entered = self.shared.span.enter();
+                        let call = self.flushing.as_mut().as_pin_mut().expect("a flush in progress");
+                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
+                    };
+                    match polled {
+                        Ok(Poll::Pending) => {
+                            self.work = SinkWork::Flush;
+                            return Poll::Pending;
+                        }
+                        Err(panic) => {
+                            self.flushing.set(None);
+                            return Poll::Ready(Err(self.shared.panicked(&panic)));
+                        }
+                        Ok(Poll::Ready((sink, result))) => {
+                            self.flushing.set(None);
+                            self.sink = Some(sink);
+                            if let Err(error) = result {
+                                return Poll::Ready(Err(self.shared.fail(error)));
+                            }
+                        }
+                    }
+                }
+                SinkWork::Call { mut call } => match call.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.work = SinkWork::Call { call };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                    Poll::Ready(Ok((sink, result))) => {
+                        self.sink = Some(sink);
+                        if let Err(error) = result {
+                            return Poll::Ready(Err(self.shared.fail(error)));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Every item of a chunk is consumed: release what it owed, unless the
+    /// pipeline failed meanwhile.
+    fn chunk_done(&mut self, held: Acks, started: Instant) {
+        if self.shared.ctx.has_failed() {
+            drop(held);
+        } else {
+            held.release();
+        }
+        self.shared.ctx.stats().add_busy(started.elapsed());
+    }
+}
+
+impl<K: Sink, F, G> Stage<K::In> for SinkStage<K, F, G>
+where
+    F: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
+    G: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
+{
+    fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        self.drive(cx)
+    }
+
+    fn recycle(&mut self) -> Vec<K::In> {
+        std::mem::take(&mut self.returned)
+    }
+
+    fn start_send(&mut self, chunk: Chunk<K::In>) {
+        debug_assert!(matches!(self.work, SinkWork::Idle), "a stage takes a chunk only when ready");
+        self.shared.ctx.stats().add_received(chunk.items.len(), 0);
+        let sink = self.sink.as_mut().expect("nanostream: a fused sink is missing between calls");
+        let held = sink.hold(chunk.acks);
+        self.work = SinkWork::Chunk { items: Items::Fresh(chunk.items), held, started: Instant::now() };
+    }
+
+    fn poll_flush(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            ready!(self.drive(cx))?;
+            if self.phase != Phase::Open {
+                return Poll::Ready(Ok(()));
+            }
+            if self.dirty {
+                // Upstream has nothing more ready: the moment to write out
+                // what the sink buffers, as a sink task does before waiting.
+                self.dirty = false;
+                let sink = self.sink.take().expect("nanostream: a fused sink is missing between calls");
+                self.flushing.set(Some((self.make_flush)(sink)));
+                self.work = SinkWork::Flush;
+                continue;
+            }
+            let deadline = self.sink.as_ref().and_then(Sink::deadline);
+            if self.shared.due(deadline, cx) {
+                let call = self.call(|mut sink| async move {
+                    let result = sink.on_timer().await;
+                    (sink, result)
+                });
+                self.work = SinkWork::Call { call };
+                continue;
+            }
+            return Poll::Ready(Ok(()));
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+        loop {
+            ready!(self.poll_flush(cx))?;
+            match self.phase {
+                Phase::Open => {
+                    self.phase = Phase::Closing;
+                    self.shared.timer = None;
+                    if !self.shared.ctx.has_failed() {
+                        let call = self.call(|mut sink| async move {
+                            let mut result = sink.flush().await;
+                            if result.is_ok() {
+                                result = sink.finish().await;
+                            }
+                            (sink, result)
+                        });
+                        self.work = SinkWork::Call { call };
+                    }
+                }
+                Phase::Closing | Phase::Closed => {
+                    self.phase = Phase::Closed;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
