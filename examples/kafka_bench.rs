@@ -14,12 +14,19 @@
 //! - hand-written: one consumer loop that parses, tags and hands each
 //!   message to a `ThreadedProducer`, never awaiting a delivery.
 //!
-//! A run is timed from its first delivery to its last (so the consumer
-//! group's join, the same for both, is left out).
+//! Each run is a process of its own (this program, started with `--child`),
+//! measured from start to clean exit as a user pays for it: creating the
+//! clients, joining the consumer group, copying every message, then
+//! stopping cleanly (nanostream: a graceful shutdown that drains and
+//! commits; hand-written: a final commit and a producer flush). Wall time
+//! and the child's user + system CPU time (read from the kernel once it has
+//! exited) are taken for the whole process; then the output topic is read
+//! back and must hold every message. The broker runs on the same cores, so
+//! CPU per message is the fairer figure.
+//!
 //! It prints the median over the rounds (and the best round) of messages/s
-//! and process CPU time per message for each (the
-//! broker runs on the same cores, so CPU per message is the fairer figure),
-//! and the ratios of nanostream to the hand-written loop.
+//! and CPU time per message for each, and the ratios of nanostream to the
+//! hand-written loop.
 //!
 //! ```text
 //! scripts/broker.sh start   # prints HOST:PORT
@@ -76,19 +83,26 @@ struct Args {
     /// pipeline over both cores costs in CPU.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Internal: run one variant in this process (0, 1 or 2) and exit.
+    #[arg(long, hide = true)]
+    child: Option<usize>,
+    /// Internal: the output topic of a `--child` run.
+    #[arg(long, hide = true)]
+    output: Option<String>,
 }
 
 const GROUP_SETTINGS: [(&str, &str); 2] = [("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
 
-/// User + system CPU time of this process.
-fn cpu_time() -> Duration {
+/// User + system CPU time of the children of this process that have
+/// exited and been waited for.
+fn children_cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which is in parentheses).
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15; here indices 11 and 12. Linux
+    // cutime and cstime are fields 16 and 17; here indices 13 and 14. Linux
     // reports them in clock ticks of 1/100 s.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    Duration::from_millis((ticks(13) + ticks(14)) * 10)
 }
 
 fn unique(prefix: &str) -> String {
@@ -178,39 +192,26 @@ async fn tag(record: Record<Map<String, Value>>) -> Outgoing<Map<String, Value>>
     }
 }
 
-async fn run_nanostream(brokers: &str, input: &str, n: u64, auto_commit: bool) -> (Duration, Duration) {
-    let output = unique("bench-out");
-    create_topic(brokers, &output).await;
+async fn run_nanostream(brokers: &str, input: &str, output: &str, n: u64, auto_commit: bool) {
     let mut source = KafkaSource::builder(brokers, &unique("bench-nano")).topic(input).auto_commit(auto_commit);
     for (k, v) in GROUP_SETTINGS {
         source = source.set(k, v);
     }
     let source = source.build(Json).expect("source");
-    let sink = KafkaSink::builder(brokers).default_topic(&output).set("linger.ms", "5").build(Json).expect("sink");
+    let sink = KafkaSink::builder(brokers).default_topic(output).set("linger.ms", "5").build(Json).expect("sink");
     let delivered = sink.deliveries();
     let mut g = Topology::builder();
     let records = g.source("consume", source);
     let tagged = g.node("tag", tag(), records);
     g.sink("produce", sink, tagged);
     let running = g.build().expect("valid").start();
-    // Measure from the first delivery, so the consumer group's join time
-    // (seconds, the same for both sides) does not dilute the comparison.
-    while delivered.get() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let (cpu, started) = (cpu_time(), Instant::now());
     while delivered.get() < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let result = (started.elapsed(), cpu_time() - cpu);
     running.shutdown(Duration::from_secs(60)).await.expect("clean shutdown");
-    result
 }
 
-fn run_hand_written(brokers: &str, input: &str, n: u64) -> (Duration, Duration) {
-    let output = unique("bench-out");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(create_topic(brokers, &output));
+fn run_hand_written(brokers: &str, input: &str, output: &str, n: u64) {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -224,35 +225,99 @@ fn run_hand_written(brokers: &str, input: &str, n: u64) -> (Duration, Duration) 
     consumer.subscribe(&[input]).expect("subscribe");
     let delivered = Arc::new(AtomicU64::new(0));
     let producer = producer(brokers, delivered.clone());
-    let mut measuring: Option<(Duration, Instant)> = None;
     let mut consumed = 0;
-    while delivered.load(Ordering::Relaxed) < n {
-        if measuring.is_none() && delivered.load(Ordering::Relaxed) > 0 {
-            measuring = Some((cpu_time(), Instant::now()));
-        }
-        if consumed == n {
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
-        }
+    while consumed < n {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
         let message = message.expect("consumed");
         consumed += 1;
         if let Some(value) = tag_bytes(message.payload().unwrap_or_default(), message.topic()) {
-            let mut record = BaseRecord::to(&output).payload(&value[..]);
+            let mut record = BaseRecord::to(output).payload(&value[..]);
             if let Some(key) = message.key() {
                 record = record.key(key);
             }
             send_all(&producer, record);
         }
     }
-    let (cpu, started) = measuring.unwrap_or((Duration::ZERO, Instant::now()));
-    (started.elapsed(), cpu_time() - cpu)
+    // A clean stop: every delivery confirmed, the position committed.
+    producer.flush(Duration::from_secs(60)).expect("deliveries confirmed");
+    assert_eq!(delivered.load(Ordering::Relaxed), n, "every message delivered");
+    consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync).expect("final commit");
+    consumer.unsubscribe();
+}
+
+/// Runs one variant in this process, from start to clean exit.
+fn child(args: &Args, variant: usize) {
+    let output = args.output.as_deref().expect("--child needs --output");
+    let input = args.input.as_deref().expect("--child needs --input");
+    match variant {
+        0 | 1 => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.workers)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(run_nanostream(&args.brokers, input, output, args.messages, variant == 1));
+        }
+        _ => run_hand_written(&args.brokers, input, output, args.messages),
+    }
+}
+
+/// Counts the messages of a 3-partition topic, reading until `n` are seen
+/// (or nothing more comes for 10 s).
+fn count_messages(brokers: &str, topic: &str, n: u64) -> u64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("bench-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        partitions.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("valid offset");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let mut seen = 0;
+    let mut last = Instant::now();
+    while seen < n && last.elapsed() < Duration::from_secs(10) {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            message.expect("read back");
+            seen += 1;
+            last = Instant::now();
+        }
+    }
+    seen
+}
+
+/// Runs one variant as a child process; returns its wall and CPU time.
+fn measure(args: &Args, input: &str, variant: usize) -> (Duration, Duration) {
+    let output = unique("bench-out");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(create_topic(&args.brokers, &output));
+    let exe = std::env::current_exe().expect("own path");
+    let cpu = children_cpu_time();
+    let started = Instant::now();
+    let status = std::process::Command::new(exe)
+        .args(["--brokers", &args.brokers, "--input", input, "--output", &output])
+        .args(["--messages", &args.messages.to_string(), "--workers", &args.workers.to_string()])
+        .args(["--child", &variant.to_string()])
+        .status()
+        .expect("child runs");
+    let wall = started.elapsed();
+    let cpu = children_cpu_time() - cpu;
+    assert!(status.success(), "the child run failed: {status}");
+    let copied = count_messages(&args.brokers, &output, args.messages);
+    assert_eq!(copied, args.messages, "every message reached the output topic");
+    (wall, cpu)
 }
 
 fn main() {
     let args = Args::parse();
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers).enable_all().build().expect("runtime");
+    if let Some(variant) = args.child {
+        child(&args, variant);
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let input = match &args.input {
         Some(input) => input.clone(),
         None => {
@@ -275,11 +340,7 @@ fn main() {
             if args.only.as_ref().is_some_and(|only| !names[variant].contains(only.as_str())) {
                 continue;
             }
-            let (wall, cpu) = match variant {
-                0 => rt.block_on(run_nanostream(&args.brokers, &input, args.messages, false)),
-                1 => rt.block_on(run_nanostream(&args.brokers, &input, args.messages, true)),
-                _ => run_hand_written(&args.brokers, &input, args.messages),
-            };
+            let (wall, cpu) = measure(&args, &input, variant);
             eprintln!(
                 "round {round}: {:<28} {:>9.0} msg/s  {:>6.2} µs CPU/msg",
                 names[variant],
@@ -306,7 +367,7 @@ fn main() {
         (median(&rates), median(&cpus), rates[rates.len() - 1], cpus[0])
     };
     println!(
-        "{} messages, input topic with 3 partitions, {} rounds, allocator: {ALLOCATOR}, nanostream on {} Tokio worker(s)",
+        "{} messages, input topic with 3 partitions, {} rounds, allocator: {ALLOCATOR}, nanostream on {} Tokio worker(s); each run a process timed from start to clean exit",
         args.messages, args.rounds, args.workers
     );
     println!();

@@ -918,3 +918,67 @@ async fn failures_in_a_fused_chain_name_the_node() {
     let error = g.build().expect("valid").run().await.expect_err("fails");
     assert!(matches!(&error, Error::NodePanicked { node, .. } if node == "sink"), "{error:?}");
 }
+
+/// A sink that counts its `flush` calls.
+struct CountsFlushes {
+    flushes: Arc<AtomicUsize>,
+}
+
+impl Sink for CountsFlushes {
+    type In = u64;
+    type Error = Infallible;
+
+    async fn consume(&mut self, _: u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Infallible> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A fused sink is flushed when its task is about to wait, not after every
+/// chunk: a sink that batches writes until `flush` keeps its batches.
+#[tokio::test(start_paused = true)]
+async fn a_fused_sink_is_flushed_when_the_chain_waits_not_per_chunk() {
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0..10 * CHUNK as u64));
+    g.sink("write", CountsFlushes { flushes: flushes.clone() }, items);
+    g.build().expect("valid").run().await.expect("runs");
+    // Ten chunks, and the source never waited: once when the source ended
+    // (the task is about to wait on nothing more), once before `finish`.
+    assert_eq!(flushes.load(Ordering::SeqCst), 2);
+}
+
+/// A node task whose input is always ready still passes each chunk's
+/// outputs to the chain fused after it, so that chain's timers keep their
+/// time: a partial batch goes out after its wait, not when the node's
+/// buffer happens to fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fused_timer_keeps_its_time_behind_a_busy_node() {
+    use futures::StreamExt;
+    let mut g = Topology::builder();
+    let items = g.source("items", from_iter(0u64..));
+    // The slowest node by far, so its input is always ready; item 1
+    // passes, then one in 20,000: a full output chunk would take 20 M items.
+    let slow_filter = |x: &u64| {
+        let mut h = *x;
+        for _ in 0..400 {
+            h = std::hint::black_box(h.rotate_left(5) ^ 0x9e37_79b9);
+        }
+        h != 0 && x % 20_000 == 1
+    };
+    let rare = g.node("rare", filter(slow_filter), items.unfused());
+    let batches = g.node("batch", batch(10, Duration::from_millis(100)), rare);
+    let (sink, mut out) = into_stream(16);
+    g.sink("out", sink, batches);
+    let started = std::time::Instant::now();
+    let running = g.build().expect("valid").start();
+    let first = tokio::time::timeout(Duration::from_secs(30), out.next()).await.expect("a batch came").expect("items");
+    let waited = started.elapsed();
+    assert!((1..=10).contains(&first.len()), "{first:?}");
+    assert!(waited < Duration::from_secs(3), "the partial batch waited {waited:?}");
+    drop(running);
+}

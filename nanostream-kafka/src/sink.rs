@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use nanostream::{Acks, Context, Sink};
+use nanostream::{Acks, Context, Now, Sink};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -278,6 +278,60 @@ impl<T, E> KafkaSink<T, E> {
         self.copies.clear();
         self.current = Arc::new(next);
     }
+
+    /// Encodes `message` and hands it to librdkafka, once.
+    fn try_send(&mut self, message: Outgoing<T>) -> Sent<T>
+    where
+        E: Encoder<T>,
+    {
+        if let Err(error) = report_failure(&self.shared, &self.current) {
+            return Sent::Failed(error);
+        }
+        let Some(topic) = message.topic.as_deref().or(self.default_topic.as_deref()) else {
+            return Sent::Failed(Error::NoTopic);
+        };
+        self.buf.clear();
+        let payload = match self.encoder.encode(&message.value, &mut self.buf) {
+            Ok(payload) => payload,
+            Err(source) => return Sent::Failed(Error::Encode { topic: topic.to_owned(), source }),
+        };
+        let mut headers = None;
+        for h in &message.headers {
+            let all = headers.take().unwrap_or_else(OwnedHeaders::new);
+            headers = Some(all.insert(KafkaHeader { key: &h.key, value: h.value.as_deref() }));
+        }
+        if self.copies.is_empty() {
+            self.copies.extend(std::iter::repeat_with(|| self.current.clone()).take(64));
+        }
+        let owed = self.copies.pop().unwrap_or_else(|| self.current.clone());
+        let mut record = BaseRecord::with_opaque_to(topic, owed).payload(payload);
+        if let Some(key) = &message.key {
+            record = record.key(&key[..]);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        if let Some(partition) = message.partition {
+            record = record.partition(partition);
+        }
+        match self.producer.send(record) {
+            Ok(()) => Sent::Done,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                // Its copy of the acknowledgements goes back to the pool.
+                self.copies.push(returned.delivery_opaque);
+                Sent::Full(message)
+            }
+            Err((error, _)) => Sent::Failed(error.into()),
+        }
+    }
+}
+
+/// What handing a message to librdkafka did.
+enum Sent<T> {
+    Done,
+    /// librdkafka's queue is full: here is the message back.
+    Full(Outgoing<T>),
+    Failed(Error),
 }
 
 impl<T, E> Sink for KafkaSink<T, E>
@@ -301,46 +355,28 @@ where
     }
 
     async fn consume(&mut self, message: Outgoing<T>) -> Result<(), Error> {
-        report_failure(&self.shared, &self.current)?;
-        let Some(topic) = message.topic.as_deref().or(self.default_topic.as_deref()) else {
-            return Err(Error::NoTopic);
-        };
-        self.buf.clear();
-        let payload = self
-            .encoder
-            .encode(&message.value, &mut self.buf)
-            .map_err(|source| Error::Encode { topic: topic.to_owned(), source })?;
-        let mut headers = None;
-        for h in &message.headers {
-            let all = headers.take().unwrap_or_else(OwnedHeaders::new);
-            headers = Some(all.insert(KafkaHeader { key: &h.key, value: h.value.as_deref() }));
-        }
-        if self.copies.is_empty() {
-            self.copies.extend(std::iter::repeat_with(|| self.current.clone()).take(64));
-        }
-        let owed = self.copies.pop().unwrap_or_else(|| self.current.clone());
-        let mut record = BaseRecord::with_opaque_to(topic, owed).payload(payload);
-        if let Some(key) = &message.key {
-            record = record.key(&key[..]);
-        }
-        if let Some(headers) = headers {
-            record = record.headers(headers);
-        }
-        if let Some(partition) = message.partition {
-            record = record.partition(partition);
-        }
+        let mut message = message;
         loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+            match self.try_send(message) {
+                Sent::Done => return Ok(()),
+                Sent::Failed(error) => return Err(error),
+                Sent::Full(returned) => {
                     // librdkafka's queue is full: wait for deliveries to make
                     // room. This is where back-pressure reaches the graph.
-                    record = returned;
+                    message = returned;
                     self.shared.wait_for_room().await;
-                    report_failure(&self.shared, &self.current)?;
                 }
-                Err((error, _)) => return Err(error.into()),
             }
+        }
+    }
+
+    /// Hands the message to librdkafka without waiting, unless its queue is
+    /// full: then the runtime waits in [`consume`](Sink::consume).
+    fn consume_now(&mut self, message: Outgoing<T>) -> Now<Outgoing<T>, (), Error> {
+        match self.try_send(message) {
+            Sent::Done => Now::Nothing,
+            Sent::Failed(error) => Now::Fail(error),
+            Sent::Full(message) => Now::Later(message),
         }
     }
 

@@ -605,9 +605,7 @@ where
                 dead_letters.push(Box::pin(async move { (delivery.await, owed) }));
             }
             out.begin_batch(acks);
-            for record in records.drain(..) {
-                out.emit(record).await;
-            }
+            out.emit_all(records.drain(..)).await;
             out.end_batch();
             // Send what is buffered before waiting for more (a full batch
             // has mostly been sent in chunks already).

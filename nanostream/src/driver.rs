@@ -30,7 +30,7 @@ use crate::emitter::{Emitter, Fused, Port};
 use crate::error::BoxError;
 use crate::fused::{node_stage, sink_stage};
 use crate::node::{Context, Node, Sink, Source};
-use crate::stats::NodeStats;
+use crate::stats::{BusyClock, NodeStats};
 use crate::status::Stop;
 use crate::step::{Step, consume_now, failure, panic_message, process_now};
 
@@ -176,6 +176,7 @@ async fn drive_node<N: Node>(
     let stats = env.ctx.stats();
     let mut flusher = out.handle();
     let shared = input.shared_queue();
+    let mut busy = BusyClock::default();
     node.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
     // A fused chain after the node sets up now, not at the first item.
     out.flush().await;
@@ -202,7 +203,7 @@ async fn drive_node<N: Node>(
             }
         };
         stats.add_received(chunk.items.len(), input.queued());
-        let started = Instant::now();
+        let started = busy.start();
         let mut drained = chunk.items;
         let mut items = drained.drain(..);
         let mut acks = Some(chunk.acks);
@@ -220,7 +221,7 @@ async fn drive_node<N: Node>(
             let item = match step {
                 Step::Done => break,
                 Step::Full => {
-                    out.flush().await;
+                    out.flush_busy().await;
                     continue;
                 }
                 Step::Fail(error) => return Err(failure(stats, error)),
@@ -252,10 +253,16 @@ async fn drive_node<N: Node>(
         }
         drop(items);
         let closed = out.end_input_recycling(drained);
-        stats.add_busy(started.elapsed());
+        stats.add_busy_since(started);
         if closed {
             // Every reader is gone (the pipeline is failing): stop reading.
             return Ok(());
+        }
+        if out.should_pass_on() {
+            // A fused chain takes this chunk's outputs now (its timers and
+            // sinks keep pace with the input); a full buffer goes out before
+            // the next input's acknowledgements are installed.
+            out.flush_busy().await;
         }
         if due(node.deadline()) {
             fire_timer(node, out, stats).await?;
@@ -335,6 +342,7 @@ async fn sink_task<K: Sink>(mut sink: K, mut input: InputSet<K::In>, env: NodeEn
 
 async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &NodeEnv) -> Result<(), BoxError> {
     let stats = env.ctx.stats();
+    let mut busy = BusyClock::default();
     sink.setup(&env.ctx).await.map_err(|e| failure(stats, e))?;
     loop {
         let chunk = match input.try_next() {
@@ -353,7 +361,7 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
             }
         };
         stats.add_received(chunk.items.len(), input.queued());
-        let started = Instant::now();
+        let started = busy.start();
         // Released once every item of the chunk is consumed; on any early
         // return (an error, a panic, the task aborted) dropped: not done.
         let consumed: Acks = sink.hold(chunk.acks);
@@ -376,7 +384,7 @@ async fn drive_sink<K: Sink>(sink: &mut K, input: &mut InputSet<K::In>, env: &No
         } else {
             consumed.release();
         }
-        stats.add_busy(started.elapsed());
+        stats.add_busy_since(started);
         if due(sink.deadline()) {
             sink.on_timer().await.map_err(|e| failure(stats, e))?;
         }

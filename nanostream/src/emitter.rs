@@ -142,8 +142,11 @@ pub(crate) trait Stage<T>: Send {
     fn recycle(&mut self) -> Vec<T>;
     /// Drives everything the stage has in hand, and what it emitted through
     /// the rest of the chain, and fires its due timers; ready when all of it
-    /// is done. Arms the stage's timer when it has one.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>>;
+    /// is done. Arms the stage's timer when it has one. `idle` says that the
+    /// task is about to wait (the head of the chain has nothing more ready),
+    /// the moment for a sink to write out what it buffers; otherwise the
+    /// flush is one of many while the chain is busy.
+    fn poll_flush(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<Result<(), StageStopped>>;
     /// The input ended: runs the stage's final hook, then closes the rest of
     /// the chain.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>>;
@@ -338,9 +341,9 @@ impl<T> Core<T> {
 impl<T: Send + 'static> Core<T> {
     /// Sends everything buffered, chunk by chunk, and what an interrupted
     /// flush left half-sent.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<()> {
         if let Output::Fused(fused) = &mut self.output {
-            return match fused.poll_flush(&mut self.buffer, self.limit, cx) {
+            return match fused.poll_flush(&mut self.buffer, self.limit, cx, idle) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(())) => Poll::Ready(()),
                 Poll::Ready(Err(StageStopped)) => {
@@ -375,6 +378,7 @@ impl<T: Send + 'static> Fused<T> {
         buffer: &mut Buffer<T>,
         limit: usize,
         cx: &mut Context<'_>,
+        idle: bool,
     ) -> Poll<Result<(), StageStopped>> {
         loop {
             ready!(self.stage.poll_ready(cx))?;
@@ -393,7 +397,7 @@ impl<T: Send + 'static> Fused<T> {
             self.stats.add_sent(n);
             coop.made_progress();
         }
-        self.stage.poll_flush(cx)
+        self.stage.poll_flush(cx, idle)
     }
 }
 
@@ -757,6 +761,51 @@ impl<T: Send + 'static> Emitter<T> {
         std::future::poll_fn(move |cx| if full { self.poll_emit_slow(cx) } else { Poll::Ready(()) })
     }
 
+    /// Sends every item of `items` downstream, in order: the same as
+    /// calling [`emit`](Emitter::emit) for each, but whole chunks are
+    /// filled at a time, so a source that reads a batch emits it at the cost
+    /// of a copy.
+    ///
+    /// # Cancel safety
+    ///
+    /// Items taken from the iterator are buffered before the future waits,
+    /// so dropping the future loses none of those; the items the iterator
+    /// still holds are dropped with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// #[node]
+    /// async fn digits(line: String, out: &mut Emitter<u32>) {
+    ///     out.emit_all(line.chars().filter_map(|c| c.to_digit(10))).await;
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use futures::StreamExt;
+    /// let out: Vec<u32> = digits().apply(futures::stream::iter(["a1b2".to_owned()])).map(Result::unwrap).collect().await;
+    /// assert_eq!(out, [1, 2]);
+    /// # }
+    /// ```
+    pub async fn emit_all<I>(&mut self, items: I)
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send,
+    {
+        let mut items = items.into_iter();
+        loop {
+            let full = self.with_buffer(|buf, limit| {
+                buf.extend(items.by_ref().take(limit.saturating_sub(buf.len())));
+                buf.len() >= limit
+            });
+            if !full {
+                return;
+            }
+            std::future::poll_fn(|cx| self.poll_emit_slow(cx)).await;
+        }
+    }
+
     /// Flushes a buffer filled through [`with_buffer`](Self::with_buffer);
     /// like `emit`, parks a source whose output is closed, so that its loop
     /// cannot spin.
@@ -767,7 +816,7 @@ impl<T: Send + 'static> Emitter<T> {
     #[inline(never)]
     fn poll_emit_slow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut core = self.lock();
-        ready!(core.poll_flush(cx));
+        ready!(core.poll_flush(cx, false));
         if core.park_when_closed && core.is_closed() {
             // Nothing reads this output any more (the pipeline is being torn
             // down): park the source instead of letting it spin. No waker is
@@ -798,7 +847,10 @@ impl<T: Send + 'static> Emitter<T> {
 
     pub(crate) fn poll_close_downstream(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StageStopped>> {
         let mut core = self.lock();
-        ready!(core.poll_flush(cx));
+        ready!(core.poll_flush(cx, true));
+        if core.is_closed() {
+            return Poll::Ready(Err(StageStopped));
+        }
         let Output::Fused(fused) = &mut core.output else { return Poll::Ready(Ok(())) };
         let closed = ready!(fused.stage.poll_close(cx));
         if closed.is_err() {
@@ -812,7 +864,7 @@ impl<T: Send + 'static> Emitter<T> {
     /// reader has stopped.
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut core = self.lock();
-        ready!(core.poll_flush(cx));
+        ready!(core.poll_flush(cx, true));
         if core.is_closed() { Poll::Ready(()) } else { Poll::Pending }
     }
 
@@ -831,8 +883,29 @@ impl<T: Send + 'static> Emitter<T> {
         std::future::poll_fn(move |cx| self.poll_flush(cx))
     }
 
+    /// Flushes because the node is about to wait.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.lock().poll_flush(cx)
+        self.lock().poll_flush(cx, true)
+    }
+
+    /// Flushes while the node is busy (its buffer is full, or a fused chain
+    /// after it takes the chunk just processed).
+    pub(crate) fn poll_flush_busy(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.lock().poll_flush(cx, false)
+    }
+
+    /// [`poll_flush_busy`](Self::poll_flush_busy) as a future.
+    pub(crate) fn flush_busy(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_flush_busy(cx))
+    }
+
+    /// Whether the buffer holds a whole chunk, or the output is a fused
+    /// chain: then what the node emitted for one input goes on before the
+    /// next input begins, so that one input's outputs never carry the
+    /// acknowledgements of the next.
+    pub(crate) fn should_pass_on(&self) -> bool {
+        let core = self.lock();
+        matches!(core.output, Output::Fused(_)) || core.buffer.items.len() >= core.limit
     }
 }
 

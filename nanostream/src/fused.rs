@@ -30,6 +30,7 @@ use tracing::Instrument;
 use crate::edge::{Acks, Chunk};
 use crate::emitter::{Emitter, Stage, StageStopped};
 use crate::node::{Context, Node, Sink};
+use crate::stats::{BusyClock, Started};
 use crate::status::Stop;
 use crate::step::{Step, consume_now, failure, panic_message, process_now};
 
@@ -125,6 +126,7 @@ fn guarded<F: Future + Send + 'static>(work: F, span: &tracing::Span) -> BoxFutu
 /// What a stage and its node share: the name for errors, the timer.
 struct Shared {
     ctx: Context,
+    busy: BusyClock,
     timer: Option<Pin<Box<Sleep>>>,
     /// The node's span: its code runs in it, as in a task of its own.
     span: tracing::Span,
@@ -133,7 +135,7 @@ struct Shared {
 impl Shared {
     fn new(ctx: Context) -> Self {
         let span = tracing::info_span!("node", name = %ctx.name());
-        Self { ctx, timer: None, span }
+        Self { ctx, busy: BusyClock::default(), timer: None, span }
     }
 }
 
@@ -205,12 +207,13 @@ enum NodeWork<N: Node> {
     Chunk {
         items: Items<N::In>,
         acks: Option<Acks>,
-        started: Instant,
+        started: Started,
     },
     /// An item on the asynchronous path (in `item`), then the rest of its
     /// chunk.
     Item {
-        rest: Option<(Items<N::In>, Instant)>,
+        rest: Items<N::In>,
+        started: Started,
     },
     Call {
         call: Call<N, N::Error>,
@@ -300,14 +303,14 @@ where
                             } else {
                                 self.out.end_input_recycling(drained)
                             };
-                            self.shared.ctx.stats().add_busy(started.elapsed());
+                            self.shared.ctx.stats().add_busy_since(started);
                             if closed {
                                 return Poll::Ready(Err(StageStopped));
                             }
                         }
                         Step::Full => {
                             self.work = NodeWork::Chunk { items: rest, acks: None, started };
-                            ready!(self.out.poll_flush(cx));
+                            ready!(self.out.poll_flush_busy(cx));
                             if self.out.is_closed() {
                                 return Poll::Ready(Err(StageStopped));
                             }
@@ -316,11 +319,11 @@ where
                         Step::Later(item) => {
                             let node = self.node.take().expect("nanostream: a fused node is missing between calls");
                             self.item.set(Some((self.make)(node, item, self.out.handle())));
-                            self.work = NodeWork::Item { rest: Some((rest, started)) };
+                            self.work = NodeWork::Item { rest, started };
                         }
                     }
                 }
-                NodeWork::Item { rest } => {
+                NodeWork::Item { rest, started } => {
                     let polled = {
                         let _entered = self.shared.span.enter();
                         let call = self.item.as_mut().as_pin_mut().expect("an item in progress");
@@ -328,7 +331,7 @@ where
                     };
                     match polled {
                         Ok(Poll::Pending) => {
-                            self.work = NodeWork::Item { rest };
+                            self.work = NodeWork::Item { rest, started };
                             // The node waits: what it emitted goes on meanwhile.
                             let _ = self.out.poll_flush(cx);
                             return Poll::Pending;
@@ -343,9 +346,7 @@ where
                             if let Err(error) = result {
                                 return Poll::Ready(Err(self.shared.fail(error)));
                             }
-                            if let Some((items, started)) = rest {
-                                self.work = NodeWork::Chunk { items, acks: None, started };
-                            }
+                            self.work = NodeWork::Chunk { items: rest, acks: None, started };
                         }
                     }
                 }
@@ -418,7 +419,15 @@ where
     F: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
 {
     fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
-        self.drive(cx)
+        ready!(self.drive(cx))?;
+        if self.out.should_pass_on() {
+            // The last chunk's outputs go on before the next chunk begins.
+            ready!(self.out.poll_flush_busy(cx));
+            if self.out.is_closed() {
+                return Poll::Ready(Err(StageStopped));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn recycle(&mut self) -> Vec<N::In> {
@@ -428,19 +437,25 @@ where
     fn start_send(&mut self, chunk: Chunk<N::In>) {
         debug_assert!(matches!(self.work, NodeWork::Idle), "a stage takes a chunk only when ready");
         self.shared.ctx.stats().add_received(chunk.items.len(), 0);
-        self.work =
-            NodeWork::Chunk { items: Items::Fresh(chunk.items), acks: Some(chunk.acks), started: Instant::now() };
+        self.work = NodeWork::Chunk {
+            items: Items::Fresh(chunk.items),
+            acks: Some(chunk.acks),
+            started: self.shared.busy.start(),
+        };
     }
 
-    fn poll_flush(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+    fn poll_flush(&mut self, cx: &mut TaskCx<'_>, idle: bool) -> Poll<Result<(), StageStopped>> {
         loop {
             ready!(self.drive(cx))?;
-            ready!(self.out.poll_flush(cx));
+            ready!(if idle { self.out.poll_flush(cx) } else { self.out.poll_flush_busy(cx) });
             if self.out.is_closed() {
                 return Poll::Ready(Err(StageStopped));
             }
             let deadline = self.node.as_ref().and_then(Node::deadline);
             if self.phase == Phase::Open && self.shared.due(deadline, cx) {
+                // Counted against the task's budget, so that a deadline that
+                // stays in the past cannot keep the task from yielding.
+                ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
                 let call = self.timer();
                 self.work = NodeWork::Call { call, after: After::EndInput };
                 continue;
@@ -451,7 +466,7 @@ where
 
     fn poll_close(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
         loop {
-            ready!(self.poll_flush(cx))?;
+            ready!(self.poll_flush(cx, true))?;
             match self.phase {
                 Phase::Open => {
                     self.phase = Phase::Closing;
@@ -516,14 +531,14 @@ pub(crate) struct SinkStage<K: Sink, F, G> {
 
 /// A chunk a call into the sink interrupted: the items left, what the
 /// chunk owes, when it started.
-type Interrupted<K> = (Items<<K as Sink>::In>, Acks, Instant);
+type Interrupted<K> = (Items<<K as Sink>::In>, Acks, Started);
 
 enum SinkWork<K: Sink> {
     Idle,
     Chunk {
         items: Items<K::In>,
         held: Acks,
-        started: Instant,
+        started: Started,
     },
     /// An item on the asynchronous path (in `item`), then the rest of its
     /// chunk.
@@ -681,13 +696,13 @@ where
 
     /// Every item of a chunk is consumed: release what it owed, unless the
     /// pipeline failed meanwhile.
-    fn chunk_done(&mut self, held: Acks, started: Instant) {
+    fn chunk_done(&mut self, held: Acks, started: Started) {
         if self.shared.ctx.has_failed() {
             drop(held);
         } else {
             held.release();
         }
-        self.shared.ctx.stats().add_busy(started.elapsed());
+        self.shared.ctx.stats().add_busy_since(started);
     }
 }
 
@@ -709,17 +724,17 @@ where
         self.shared.ctx.stats().add_received(chunk.items.len(), 0);
         let sink = self.sink.as_mut().expect("nanostream: a fused sink is missing between calls");
         let held = sink.hold(chunk.acks);
-        self.work = SinkWork::Chunk { items: Items::Fresh(chunk.items), held, started: Instant::now() };
+        self.work = SinkWork::Chunk { items: Items::Fresh(chunk.items), held, started: self.shared.busy.start() };
     }
 
-    fn poll_flush(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
+    fn poll_flush(&mut self, cx: &mut TaskCx<'_>, idle: bool) -> Poll<Result<(), StageStopped>> {
         loop {
             ready!(self.drive(cx))?;
             if self.phase != Phase::Open {
                 return Poll::Ready(Ok(()));
             }
-            if self.dirty {
-                // Upstream has nothing more ready: the moment to write out
+            if idle && self.dirty {
+                // The task has nothing more ready: the moment to write out
                 // what the sink buffers, as a sink task does before waiting.
                 self.dirty = false;
                 let sink = self.sink.take().expect("nanostream: a fused sink is missing between calls");
@@ -729,6 +744,7 @@ where
             }
             let deadline = self.sink.as_ref().and_then(Sink::deadline);
             if self.shared.due(deadline, cx) {
+                ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
                 let call = self.call(|mut sink| async move {
                     let result = sink.on_timer().await;
                     (sink, result)
@@ -742,7 +758,7 @@ where
 
     fn poll_close(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
         loop {
-            ready!(self.poll_flush(cx))?;
+            ready!(self.poll_flush(cx, false))?;
             match self.phase {
                 Phase::Open => {
                     self.phase = Phase::Closing;
