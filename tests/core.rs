@@ -129,6 +129,24 @@ async fn back_pressure_stalls_a_fused_chain_at_one_chunk() {
     assert_eq!(pulled.load(Ordering::SeqCst), N as usize);
 }
 
+/// A long chain fuses into one task and costs in proportion to its length
+/// (a chunk visits each node a fixed number of times, whatever the length).
+#[tokio::test]
+async fn a_chain_of_forty_nodes_runs_fused() {
+    let mut g = Topology::builder();
+    g.chunk_size(64);
+    let mut out = g.source("numbers", from_iter(0..100_000u64));
+    for i in 0..40 {
+        out = g.node(format!("plus_one_{i}"), map(|x: u64| x + 1), out);
+    }
+    let (sum, total) = fold(0u64, |a, x: u64| a + x);
+    g.sink("sum", sum, out);
+    let topology = g.build().expect("valid topology");
+    assert_eq!(topology.to_dot().matches("[label=\"fused\"]").count(), 41);
+    topology.run().await.expect("runs");
+    assert_eq!(total.await, Some((0..100_000u64).map(|x| x + 40).sum()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_and_fan_in_deliver_every_item_exactly_once_in_edge_order() {
     const N: u64 = 200_000;

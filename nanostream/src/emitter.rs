@@ -899,13 +899,14 @@ impl<T: Send + 'static> Emitter<T> {
         std::future::poll_fn(move |cx| self.poll_flush_busy(cx))
     }
 
-    /// Whether the buffer holds a whole chunk, or the output is a fused
-    /// chain: then what the node emitted for one input goes on before the
-    /// next input begins, so that one input's outputs never carry the
-    /// acknowledgements of the next.
+    /// Whether the buffer holds a whole chunk, or anything and the output is
+    /// a fused chain: then what the node emitted for one input goes on
+    /// before the next input begins, so that one input's outputs never carry
+    /// the acknowledgements of the next.
     pub(crate) fn should_pass_on(&self) -> bool {
         let core = self.lock();
-        matches!(core.output, Output::Fused(_)) || core.buffer.items.len() >= core.limit
+        let buffered = core.buffer.items.len();
+        buffered > 0 && (matches!(core.output, Output::Fused(_)) || buffered >= core.limit)
     }
 }
 
