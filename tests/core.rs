@@ -147,6 +147,37 @@ async fn a_chain_of_forty_nodes_runs_fused() {
     assert_eq!(total.await, Some((0..100_000u64).map(|x| x + 40).sum()));
 }
 
+/// Copies of a chain after a split are one fused task each: one pipeline
+/// per core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_a_chain_after_a_split_run_as_one_task_each() {
+    let mut g = Topology::builder();
+    let nums = g.source("numbers", from_iter(0..100_000u64));
+    let mut totals = Vec::new();
+    for (i, part) in g.round_robin(nums, 2).into_iter().enumerate() {
+        let tripled = g.node(format!("triple_{i}"), map(|x: u64| x * 3), part);
+        let plus = g.node(format!("plus_one_{i}"), map(|x: u64| x + 1), tripled);
+        let (sum, total) = fold(0u64, |a, x: u64| a + x);
+        g.sink(format!("sum_{i}"), sum, plus);
+        totals.push(total);
+    }
+    let topology = g.build().expect("valid topology");
+    let dot = topology.to_dot();
+    for i in 0..2 {
+        assert!(dot.contains(&format!("label=\"task triple_{i}\"")), "{dot}");
+        assert!(dot.contains(&format!("\"triple_{i}\" -> \"plus_one_{i}\" [label=\"fused\"]")), "{dot}");
+        assert!(dot.contains(&format!("\"plus_one_{i}\" -> \"sum_{i}\" [label=\"fused\"]")), "{dot}");
+    }
+    topology.run().await.expect("runs");
+    let mut all = 0;
+    for total in totals {
+        let part = total.await.expect("a sum");
+        assert!(part > 0, "each copy did some of the work");
+        all += part;
+    }
+    assert_eq!(all, (0..100_000u64).map(|x| x * 3 + 1).sum());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_and_fan_in_deliver_every_item_exactly_once_in_edge_order() {
     const N: u64 = 200_000;

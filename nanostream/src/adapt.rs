@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 
-use crate::emitter::Emitter;
+use crate::edge::emitter::Emitter;
 use crate::node::{Context, Node, Sink};
 use crate::policy::{Retry, SkipErrors, WithRetry};
 

@@ -93,48 +93,36 @@
 #![warn(clippy::unwrap_used)]
 
 mod adapt;
-mod builder;
-mod driver;
 mod edge;
-mod emitter;
 pub mod error;
-mod fused;
 mod graph;
 mod node;
 mod operators;
-mod ops;
-mod parallel;
 pub mod policy;
-mod report;
+mod runtime;
 mod sinks;
 mod sources;
-mod stats;
-mod status;
-mod step;
 pub mod testing;
-mod topology;
 
 pub use adapt::{NodeExt, SinkExt};
-pub use builder::{
-    DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE, DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, Unfused,
-    WithCapacity,
-};
-pub use edge::{AckGuard, AckOutcome, Acks};
-pub use emitter::Emitter;
+pub use edge::acks::{AckGuard, AckOutcome, Acks};
+pub use edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
+pub use edge::emitter::Emitter;
 pub use error::{BoxError, BuildError, Error};
+pub use graph::builder::{DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, Unfused, WithCapacity};
 pub use node::{Context, Node, Now, Sink, Source};
 pub use operators::{
-    Batch, Count, Counter, FoldByKey, Inspect, ScanByKey, Throttle, Window, Windowed, batch, count, fold_by_key,
-    inspect, scan_by_key, sliding, throttle, tumbling,
+    Batch, Count, Counter, Filter, FilterMap, FlatMap, FoldByKey, Inspect, Map, ScanByKey, Then, Throttle, Window,
+    Windowed, batch, count, filter, filter_map, flat_map, fold_by_key, inspect, map, scan_by_key, sliding, then,
+    throttle, tumbling,
 };
-pub use ops::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
 pub use policy::{DeadLetter, Failure, Retry, SkipErrors, WithRetry};
-pub use report::NodeSnapshot;
+pub use runtime::report::NodeSnapshot;
+pub use runtime::topology::{Topology, TopologyHandle};
 pub use sinks::{
     Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
 };
 pub use sources::{FromChannel, FromIter, FromStream, from_channel, from_iter, from_stream};
-pub use topology::{Topology, TopologyHandle};
 
 /// Turns an `async fn` into a node constructor.
 ///

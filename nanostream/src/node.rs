@@ -4,11 +4,11 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::Acks;
-use crate::emitter::Emitter;
+use crate::edge::acks::Acks;
+use crate::edge::emitter::Emitter;
 use crate::error::BoxError;
-use crate::stats::NodeStats;
-use crate::status::{Status, Stop};
+use crate::runtime::stats::NodeStats;
+use crate::runtime::status::{Status, Stop};
 
 /// A processing step: reads items of type `In`, emits items of type `Out`.
 ///

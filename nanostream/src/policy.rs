@@ -25,11 +25,11 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::edge::Acks;
-use crate::emitter::Emitter;
+use crate::edge::acks::Acks;
+use crate::edge::emitter::Emitter;
 use crate::error::BoxError;
 use crate::node::{Context, Node, Now, Sink, Source};
-use crate::step::panic_message;
+use crate::runtime::step::panic_message;
 
 /// Why processing an item failed: the node's error, or a panic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::task::{Context as TaskContext, Poll};
 use futures::{SinkExt as _, Stream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::edge::Acks;
+use crate::edge::acks::Acks;
 use crate::error::BoxError;
 use crate::node::{Now, Sink};
 

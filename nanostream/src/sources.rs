@@ -7,7 +7,7 @@ use std::task::Poll;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::emitter::Emitter;
+use crate::edge::emitter::Emitter;
 use crate::node::{Context, Source};
 
 /// A source that emits every item of an iterator; see [`from_iter`].

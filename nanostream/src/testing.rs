@@ -37,9 +37,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::builder::{Output, TopologyBuilder};
-use crate::emitter::Emitter;
+use crate::edge::emitter::Emitter;
 use crate::error::Error;
+use crate::graph::builder::{Output, TopologyBuilder};
 use crate::node::{Node, Source};
 use crate::sinks::fold;
 use crate::sources::from_iter;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::topology::{Graph, NodeKind};
+use crate::graph::model::{Graph, NodeKind};
 
 fn dot_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

@@ -27,12 +27,13 @@ use futures::future::BoxFuture;
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
-use crate::edge::{Acks, Chunk};
-use crate::emitter::{Emitter, Stage, StageStopped};
+use crate::edge::acks::Acks;
+use crate::edge::channel::Chunk;
+use crate::edge::emitter::{Emitter, Stage, StageStopped};
 use crate::node::{Context, Node, Sink};
-use crate::stats::{BusyClock, Started};
-use crate::status::Stop;
-use crate::step::{Step, consume_now, failure, panic_message, process_now};
+use crate::runtime::stats::{BusyClock, Started};
+use crate::runtime::status::Stop;
+use crate::runtime::step::{Step, consume_now, failure, panic_message, process_now};
 
 type Panic = Box<dyn Any + Send>;
 /// A call into the node that needs the asynchronous path: the node is moved

@@ -13,8 +13,9 @@ use std::task::{Context, Poll, ready};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::edge::{Acks, Chunk, ChunkCloner, EdgeSender, Sent};
-use crate::stats::NodeStats;
+use crate::edge::acks::Acks;
+use crate::edge::channel::{Chunk, ChunkCloner, EdgeSender, Sent};
+use crate::runtime::stats::NodeStats;
 
 /// Where a node sends its outputs.
 ///

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use crate::emitter::Emitter;
+use crate::edge::emitter::Emitter;
 use crate::node::{Node, Now};
 
 /// Forwards every item unchanged; the body of a placeholder.

@@ -24,15 +24,16 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::builder::{PortSpec, SharedInputs, SharedPort, fuse_into, take_inputs, take_port};
-use crate::edge::{Acks, Chunk, InputSet, TryNext};
-use crate::emitter::{Emitter, Fused, Port};
+use crate::edge::acks::Acks;
+use crate::edge::channel::{Chunk, InputSet, TryNext};
+use crate::edge::emitter::{Emitter, Fused, Port};
 use crate::error::BoxError;
-use crate::fused::{node_stage, sink_stage};
+use crate::graph::wiring::{PortSpec, SharedInputs, SharedPort, fuse_into, take_inputs, take_port};
 use crate::node::{Context, Node, Sink, Source};
-use crate::stats::{BusyClock, NodeStats};
-use crate::status::Stop;
-use crate::step::{Step, consume_now, failure, panic_message, process_now};
+use crate::runtime::fused::{node_stage, sink_stage};
+use crate::runtime::stats::{BusyClock, NodeStats};
+use crate::runtime::status::Stop;
+use crate::runtime::step::{Step, consume_now, failure, panic_message, process_now};
 
 /// What the runtime hands a node task when it starts.
 pub(crate) struct NodeEnv {

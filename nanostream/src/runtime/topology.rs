@@ -9,66 +9,19 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::builder::TopologyBuilder;
-use crate::driver::{NodeEnv, Prepared};
-use crate::edge::EdgeRef;
+use crate::edge::channel::EdgeRef;
 use crate::error::{AbandonedNode, AbandonedReport, Error};
+use crate::graph::model::Graph;
 use crate::node::Context;
-use crate::report::{NodeInfo, NodeSnapshot};
-use crate::stats::NodeStats;
-use crate::status::{Status, Stop};
-use crate::step::panic_message;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NodeKind {
-    Source,
-    Node,
-    Sink,
-    Placeholder,
-}
-
-#[derive(Debug)]
-pub(crate) struct GraphNode {
-    pub(crate) name: String,
-    pub(crate) kind: NodeKind,
-    /// The node whose task this node runs in (itself, unless fused).
-    pub(crate) task: usize,
-}
-
-#[derive(Debug)]
-pub(crate) struct GraphEdge {
-    pub(crate) from: usize,
-    pub(crate) to: usize,
-    pub(crate) capacity: usize,
-    /// How the sending node spreads items, when it has several readers.
-    pub(crate) policy: Option<String>,
-    /// The reader runs in the writer's task: no queue.
-    pub(crate) fused: bool,
-}
-
-impl GraphEdge {
-    pub(crate) fn label(&self) -> String {
-        if self.fused {
-            return "fused".to_owned();
-        }
-        match &self.policy {
-            Some(policy) if self.capacity == 0 => policy.clone(),
-            Some(policy) => format!("{policy}, capacity {}", self.capacity),
-            None => format!("capacity {}", self.capacity),
-        }
-    }
-}
-
-/// The wiring of a topology, kept for reports and exports.
-#[derive(Debug)]
-pub(crate) struct Graph {
-    pub(crate) nodes: Vec<GraphNode>,
-    pub(crate) edges: Vec<GraphEdge>,
-}
+use crate::runtime::report::{NodeInfo, NodeSnapshot};
+use crate::runtime::stats::NodeStats;
+use crate::runtime::status::{Status, Stop};
+use crate::runtime::step::panic_message;
+use crate::runtime::task::{NodeEnv, Prepared};
 
 /// A checked graph of nodes, ready to run.
 ///
-/// Made by [`TopologyBuilder::build`]. [`run`](Topology::run) it to completion,
+/// Made by [`TopologyBuilder::build`](crate::TopologyBuilder::build). [`run`](Topology::run) it to completion,
 /// or [`start`](Topology::start) it in the background and keep the
 /// [`TopologyHandle`] to shut it down.
 pub struct Topology {
@@ -96,11 +49,6 @@ impl std::fmt::Debug for Topology {
 }
 
 impl Topology {
-    /// Starts wiring a new topology.
-    pub fn builder() -> TopologyBuilder {
-        TopologyBuilder::new()
-    }
-
     pub(crate) fn new(nodes: Vec<NodePlan>, order: Vec<usize>, graph: Graph, progress: Option<Duration>) -> Self {
         Self { nodes, order, graph, progress }
     }
@@ -227,7 +175,7 @@ impl Topology {
         let done = CancellationToken::new();
         if let Some(every) = self.progress {
             let span = tracing::info_span!("nanostream_progress");
-            tokio::spawn(crate::report::report_progress(nodes.clone(), every, done.clone()).instrument(span));
+            tokio::spawn(crate::runtime::report::report_progress(nodes.clone(), every, done.clone()).instrument(span));
         }
         let detached = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!("nanostream_supervisor");
@@ -262,13 +210,13 @@ impl Topology {
     /// assert!(dot.contains(r#""numbers" -> "print""#));
     /// ```
     pub fn to_dot(&self) -> String {
-        crate::graph::to_dot(&self.graph)
+        crate::graph::export::to_dot(&self.graph)
     }
 
     /// The graph as a Mermaid flowchart, with node names and edge
     /// capacities.
     pub fn to_mermaid(&self) -> String {
-        crate::graph::to_mermaid(&self.graph)
+        crate::graph::export::to_mermaid(&self.graph)
     }
 }
 
@@ -485,7 +433,7 @@ impl TopologyHandle {
     /// # }
     /// ```
     pub fn snapshot(&self) -> Vec<NodeSnapshot> {
-        crate::report::snapshot(&self.nodes)
+        crate::runtime::report::snapshot(&self.nodes)
     }
 
     /// Resolves once every node has finished (or was aborted), without

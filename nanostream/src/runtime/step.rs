@@ -4,7 +4,7 @@ use std::any::Any;
 
 use crate::error::BoxError;
 use crate::node::{Node, Now, Sink};
-use crate::stats::NodeStats;
+use crate::runtime::stats::NodeStats;
 
 /// Where a synchronous run over a chunk stopped.
 pub(crate) enum Step<In, E> {

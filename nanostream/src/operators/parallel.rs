@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::emitter::{Emitter, Held};
+use crate::edge::emitter::{Emitter, Held};
 use crate::node::{Context, Node, Now};
 
 /// What a worker produced.

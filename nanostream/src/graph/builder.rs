@@ -1,82 +1,21 @@
 use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use crate::driver::{self, Prepared};
-use crate::edge::{ChunkCloner, EdgeReceiver, EdgeRef, EdgeSender, EdgeShared, EdgeSize, edge, shared_edge};
-use crate::emitter::{Policy, Stage};
+use crate::edge::channel::{ChunkCloner, EdgeRef, EdgeShared, EdgeSize, edge, shared_edge};
+use crate::edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
+use crate::edge::emitter::Policy;
 use crate::error::BuildError;
+use crate::graph::model::{Graph, GraphEdge, GraphNode, NodeKind};
+use crate::graph::wiring::{SharedInputs, SharedPort, SharedSplit, lock};
 use crate::node::{Node, Sink, Source};
 use crate::policy::DeadLetter;
-use crate::topology::{Graph, GraphEdge, GraphNode, NodeKind, NodePlan, Topology};
+use crate::runtime::task::{self, Prepared};
+use crate::runtime::topology::{NodePlan, Topology};
 use std::hash::{Hash, Hasher};
 
-/// Edge capacity used when neither the edge nor the builder sets one.
-pub const DEFAULT_CAPACITY: usize = 4096;
-/// Most items moved across an edge in one chunk, unless the builder sets it.
-pub const DEFAULT_CHUNK_SIZE: usize = 1024;
-
 static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The sending side of a node as it is wired.
-pub(crate) struct PortSpec<T> {
-    /// Each edge with the split output it belongs to (0 when not split).
-    pub(crate) edges: Vec<(usize, EdgeSender<T>)>,
-    pub(crate) cloner: Option<ChunkCloner<T>>,
-    pub(crate) policy: Policy<T>,
-    /// The node this output is fused with, once that node has started.
-    pub(crate) fused: Option<Box<dyn Stage<T>>>,
-    /// The chunk size of a fused output.
-    pub(crate) chunk_size: usize,
-}
-
-impl<T> Default for PortSpec<T> {
-    fn default() -> Self {
-        Self { edges: Vec::new(), cloner: None, policy: Policy::Broadcast, fused: None, chunk_size: DEFAULT_CHUNK_SIZE }
-    }
-}
-
-/// The receiving side of a node as it is wired.
-pub(crate) struct InputSpec<T> {
-    pub(crate) receivers: Vec<EdgeReceiver<T>>,
-    /// Set when the node is fused with the node before it: that node's
-    /// output, where the node's stage goes.
-    pub(crate) fused_from: Option<SharedPort<T>>,
-}
-
-impl<T> Default for InputSpec<T> {
-    fn default() -> Self {
-        Self { receivers: Vec::new(), fused_from: None }
-    }
-}
-
-pub(crate) type SharedPort<T> = Arc<Mutex<PortSpec<T>>>;
-
-/// The parts of an output shared by several readers (`parallel`): one queue
-/// they all take from, made when the first of their edges is.
-pub(crate) struct SharedSplit<T> {
-    readers: usize,
-    receivers: Mutex<Option<Vec<EdgeReceiver<T>>>>,
-}
-pub(crate) type SharedInputs<T> = Arc<Mutex<InputSpec<T>>>;
-
-pub(crate) fn take_port<T>(port: &SharedPort<T>) -> PortSpec<T> {
-    std::mem::take(&mut *lock(port))
-}
-
-pub(crate) fn take_inputs<T>(inputs: &SharedInputs<T>) -> InputSpec<T> {
-    std::mem::take(&mut *lock(inputs))
-}
-
-/// Puts a fused node's stage where the node before it will find it.
-pub(crate) fn fuse_into<T>(port: &SharedPort<T>, stage: Box<dyn Stage<T>>) {
-    lock(port).fused = Some(stage);
-}
 
 /// The output of a node: pass it to [`TopologyBuilder::node`] or
 /// [`TopologyBuilder::sink`] to make another node read it.
@@ -390,6 +329,13 @@ impl Default for TopologyBuilder {
     }
 }
 
+impl Topology {
+    /// Starts wiring a new topology.
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::new()
+    }
+}
+
 impl TopologyBuilder {
     /// An empty builder; the same as [`Topology::builder`].
     pub fn new() -> Self {
@@ -515,7 +461,7 @@ impl TopologyBuilder {
     pub fn source<S: Source>(&mut self, name: impl Into<String>, source: S) -> Output<S::Out> {
         let port: SharedPort<S::Out> = Arc::default();
         let p = port.clone();
-        let id = self.add_node(name.into(), NodeKind::Source, driver::prepare_source(source, p));
+        let id = self.add_node(name.into(), NodeKind::Source, task::prepare_source(source, p));
         self.output(id, port)
     }
 
@@ -524,7 +470,7 @@ impl TopologyBuilder {
         let port: SharedPort<N::Out> = Arc::default();
         let receivers: SharedInputs<N::In> = Arc::default();
         let (p, r) = (port.clone(), receivers.clone());
-        let id = self.add_node(name.into(), NodeKind::Node, driver::prepare_node(node, r, p));
+        let id = self.add_node(name.into(), NodeKind::Node, task::prepare_node(node, r, p));
         self.connect_links(id, inputs.links(), &receivers);
         self.output(id, port)
     }
@@ -533,7 +479,7 @@ impl TopologyBuilder {
     pub fn sink<K: Sink>(&mut self, name: impl Into<String>, sink: K, inputs: impl Inputs<K::In>) {
         let receivers: SharedInputs<K::In> = Arc::default();
         let r = receivers.clone();
-        let id = self.add_node(name.into(), NodeKind::Sink, driver::prepare_sink(sink, r));
+        let id = self.add_node(name.into(), NodeKind::Sink, task::prepare_sink(sink, r));
         self.connect_links(id, inputs.links(), &receivers);
     }
 
@@ -578,9 +524,17 @@ impl TopologyBuilder {
     /// chunks go to each part in turn (round robin), so every item reaches
     /// exactly one reader.
     ///
-    /// Use it to spread work over copies of a node (see also
-    /// [`parallel`](TopologyBuilder::parallel)). Each part must be read by
-    /// exactly one node. Items need not be `Clone`.
+    /// Use it to spread work over copies of a node or of a whole chain (see
+    /// also [`parallel`](TopologyBuilder::parallel)). Each part must be read
+    /// by exactly one node. Items need not be `Clone`.
+    ///
+    /// One pipeline per core: the chain of one-to-one nodes after each part
+    /// runs fused in a task of its own, so `parts` copies of a chain are
+    /// `parts` pipelines that a multi-thread runtime runs on different
+    /// workers, each item handled from the split to the end of its chain on
+    /// one core. Where the input already comes in shares (Kafka partitions,
+    /// files), give each copy its own source instead, and nothing crosses
+    /// cores at all.
     ///
     /// # Examples
     ///
@@ -694,11 +648,11 @@ impl TopologyBuilder {
         if workers == 0 {
             self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
         }
-        let split = self.node(format!("{name}.split"), crate::ops::Identity(PhantomData), inputs);
+        let split = self.node(format!("{name}.split"), crate::operators::closures::Identity(PhantomData), inputs);
         let parts = self.share(split, workers);
         let outs: Vec<Output<N::Out>> =
             parts.into_iter().enumerate().map(|(i, part)| self.node(format!("{name}[{i}]"), make(), part)).collect();
-        self.node(name, crate::ops::Identity(PhantomData), outs)
+        self.node(name, crate::operators::closures::Identity(PhantomData), outs)
     }
 
     /// Like [`parallel`](TopologyBuilder::parallel), but the outputs come out
@@ -750,7 +704,7 @@ impl TopologyBuilder {
         N: Node,
         F: FnMut() -> N,
     {
-        use crate::parallel::{Reorder, Sequenced, Sequencer, Window};
+        use crate::operators::parallel::{Reorder, Sequenced, Sequencer, Window};
         let name = name.into();
         if workers == 0 {
             self.errors.push(BuildError::ZeroWorkers { node: name.clone() });
@@ -852,7 +806,7 @@ impl TopologyBuilder {
         let id = self.add_node(
             name.into(),
             NodeKind::Placeholder,
-            driver::prepare_node(crate::ops::Identity(PhantomData), r, p),
+            task::prepare_node(crate::operators::closures::Identity(PhantomData), r, p),
         );
         (Placeholder { node: id, builder: self.id, inputs: receivers }, self.output(id, port))
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::edge::EdgeRef;
-use crate::stats::NodeStats;
+use crate::edge::channel::EdgeRef;
+use crate::runtime::stats::NodeStats;
 
 /// What the runtime keeps about each node for reports.
 #[derive(Debug)]

@@ -1,0 +1,20 @@
+//! The built-in operators, one per file: nodes made from closures, and the
+//! stateful ones (batches, windows, keyed state, rate limits, parallel
+//! workers).
+
+mod batch;
+pub(crate) mod closures;
+mod count;
+mod inspect;
+mod keyed;
+pub(crate) mod parallel;
+mod throttle;
+mod window;
+
+pub use batch::{Batch, batch};
+pub use closures::{Filter, FilterMap, FlatMap, Map, Then, filter, filter_map, flat_map, map, then};
+pub use count::{Count, Counter, count};
+pub use inspect::{Inspect, inspect};
+pub use keyed::{FoldByKey, ScanByKey, fold_by_key, scan_by_key};
+pub use throttle::{Throttle, throttle};
+pub use window::{Window, Windowed, sliding, tumbling};
