@@ -107,11 +107,12 @@ impl Topology {
         self.start().join().await
     }
 
-    /// Spawns every node as a Tokio task and returns at once.
+    /// Spawns the pipeline's Tokio tasks and returns at once: one per node,
+    /// or per fused chain of nodes (see [`Inputs::unfused`](crate::Inputs::unfused)).
     ///
-    /// Each node runs in its own task inside a `tracing` span named after the
-    /// node; built with `--cfg tokio_unstable`, the task itself carries the
-    /// node's name too (visible in tokio-console).
+    /// Each node's code runs inside a `tracing` span named after the node,
+    /// fused or not; built with `--cfg tokio_unstable`, each task carries the
+    /// name of its first node too (visible in tokio-console).
     ///
     /// The pipeline lives as long as its handle: dropping the
     /// [`TopologyHandle`] before the pipeline finished cancels it, as
