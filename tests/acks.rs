@@ -457,3 +457,89 @@ async fn a_failing_sink_never_releases_the_chunk_it_failed_in() {
         assert!(!ledger.released.contains(&50), "{how}: the batch the sink failed in is never done");
     }
 }
+
+/// A node of a user's own that keeps inputs in its state: sums of three.
+#[derive(Default)]
+struct SumOfThree {
+    sum: u64,
+    count: u32,
+    held: nanostream::Held,
+}
+
+impl Node for SumOfThree {
+    type In = u64;
+    type Out = u64;
+    type Error = Infallible;
+
+    async fn process(&mut self, x: u64, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+        out.hold(&mut self.held);
+        self.sum += x;
+        self.count += 1;
+        if self.count == 3 {
+            out.adopt(&mut self.held);
+            out.emit(std::mem::take(&mut self.sum)).await;
+            self.count = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Emits `1..=n`, each item under its own guard, which logs how it settled.
+struct Logged {
+    n: u64,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Source for Logged {
+    type Out = u64;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+        for i in 1..=self.n {
+            let log = self.log.clone();
+            out.begin_batch(Acks::new(move |outcome: AckOutcome| {
+                log.lock().expect("not poisoned").push(format!("{i}: {outcome:?}"));
+            }));
+            out.emit(i).await;
+            out.end_batch();
+            // One item per chunk: acknowledgements travel per chunk.
+            out.flush().await;
+        }
+        Ok(())
+    }
+}
+
+/// With `Held`, a user's node keeps its inputs from counting as done until
+/// what it made of them is delivered, and what it never emits is abandoned.
+#[tokio::test]
+async fn a_users_node_holds_acknowledgements_until_it_emits() {
+    for fused in [true, false] {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut g = Topology::builder();
+        g.fusion(fused);
+        let items = g.source("items", Logged { n: 7, log: log.clone() });
+        let sums = g.node("sums", SumOfThree::default(), items);
+        let sink_log = log.clone();
+        g.sink(
+            "sums_out",
+            for_each(move |sum: u64| {
+                let log = sink_log.clone();
+                async move { log.lock().expect("not poisoned").push(format!("sum {sum}")) }
+            }),
+            sums,
+        );
+        g.build().expect("valid").run().await.expect("runs");
+        let log = log.lock().expect("not poisoned").clone();
+        let at = |entry: &str| log.iter().position(|e| e == entry).unwrap_or_else(|| panic!("{entry} in {log:?}"));
+        for i in 1..=3 {
+            assert!(at(&format!("{i}: Done")) > at("sum 6"), "fused: {fused}: {log:?}");
+        }
+        for i in 4..=6 {
+            assert!(at(&format!("{i}: Done")) > at("sum 15"), "fused: {fused}: {log:?}");
+        }
+        // Item 7 was kept and never emitted: when the node is dropped, so
+        // are its acknowledgements.
+        assert!(log.contains(&"7: Abandoned".to_owned()), "fused: {fused}: {log:?}");
+        assert_eq!(log.len(), 9, "fused: {fused}: {log:?}");
+    }
+}

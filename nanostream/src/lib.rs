@@ -107,7 +107,7 @@ pub mod testing;
 pub use adapt::{NodeExt, SinkExt};
 pub use edge::acks::{AckGuard, AckOutcome, Acks};
 pub use edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
-pub use edge::emitter::Emitter;
+pub use edge::emitter::{Emitter, Held};
 pub use error::{BoxError, BuildError, Error};
 pub use graph::builder::{DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, Unfused, WithCapacity};
 pub use node::{Context, Node, Now, Sink, Source};

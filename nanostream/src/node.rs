@@ -98,13 +98,61 @@ pub trait Node: Send + 'static {
         out: &mut Emitter<Self::Out>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Processes an item without awaiting, when the node can.
+    /// Processes an item without awaiting, when the node can: the
+    /// synchronous fast path.
     ///
-    /// An optimisation hook used by `#[node]` functions that never `.await`
-    /// and by the closure nodes: the runtime calls it first and falls back to
-    /// [`process`](Node::process) when it returns [`Now::Later`]. It must
-    /// behave exactly like `process`.
-    #[doc(hidden)]
+    /// The runtime calls it first for every item, in a tight loop over the
+    /// chunk, and falls back to [`process`](Node::process) when it returns
+    /// [`Now::Later`] with the item. The default always does, so a node that
+    /// implements only `process` is correct; one whose work is often
+    /// synchronous implements this too, to skip building a future per item.
+    /// It must behave exactly like `process` on the items it handles: at
+    /// most one output per item ([`Now::Emit`]); a node that emits several
+    /// hands the item to `process`. `#[node]` functions that never `.await`
+    /// and the closure nodes (`map`, `filter`, ...) implement it. Wrappers
+    /// (error policies) forward it to the node they wrap.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    /// use nanostream::Now;
+    /// use std::convert::Infallible;
+    ///
+    /// /// Parses numbers; skips the lines that are not.
+    /// struct Numbers;
+    ///
+    /// impl Node for Numbers {
+    ///     type In = String;
+    ///     type Out = u64;
+    ///     type Error = Infallible;
+    ///
+    ///     async fn process(&mut self, line: String, out: &mut Emitter<u64>) -> Result<(), Infallible> {
+    ///         if let Ok(n) = line.trim().parse() {
+    ///             out.emit(n).await;
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn process_now(&mut self, line: String) -> Now<String, u64, Infallible> {
+    ///         match line.trim().parse() {
+    ///             Ok(n) => Now::Emit(n),
+    ///             Err(_) => Now::Nothing,
+    ///         }
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let lines = g.source("lines", from_iter(["1", "x", " 2"].map(String::from)));
+    /// let numbers = g.node("numbers", Numbers, lines);
+    /// let (sum, total) = fold(0, |a, n: u64| a + n);
+    /// g.sink("sum", sum, numbers);
+    /// g.build()?.run().await?;
+    /// assert_eq!(total.await, Some(3));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[inline]
     fn process_now(&mut self, item: Self::In) -> Now<Self::In, Self::Out, Self::Error> {
         Now::Later(item)
@@ -277,9 +325,11 @@ pub trait Sink: Send + 'static {
         acks
     }
 
-    /// Consumes an item without awaiting, when the sink can; see
-    /// [`Node::process_now`].
-    #[doc(hidden)]
+    /// Consumes an item without awaiting, when the sink can: the
+    /// synchronous fast path, as [`Node::process_now`] is for nodes. The
+    /// default hands every item to [`consume`](Sink::consume)
+    /// ([`Now::Later`]); a sink that can often finish an item at once
+    /// returns [`Now::Nothing`] for it, or [`Now::Fail`].
     #[inline]
     fn consume_now(&mut self, item: Self::In) -> Now<Self::In, (), Self::Error> {
         Now::Later(item)
@@ -309,8 +359,7 @@ pub trait Sink: Send + 'static {
     }
 }
 
-/// What [`Node::process_now`] did with an item.
-#[doc(hidden)]
+/// What [`Node::process_now`] (or [`Sink::consume_now`]) did with an item.
 #[derive(Debug)]
 pub enum Now<In, Out, E> {
     /// The item produced this output.

@@ -171,11 +171,78 @@ impl<T> Fused<T> {
     }
 }
 
-/// Acknowledgements an operator holds for items kept in its state.
+/// The acknowledgements of inputs a node keeps in its state (a batch, a
+/// window, a running total), until it emits what it made of them.
+///
+/// A node that emits later from what it read now must keep those inputs
+/// from counting as done in between (a Kafka source would commit them, and
+/// a crash would lose them). [`Emitter::hold`] adds the current input's
+/// acknowledgements (once per input chunk, however many items of it the
+/// node keeps); [`Emitter::adopt`] makes what the node emits next owe them,
+/// so they are done once that is. Dropping a `Held` that still holds some
+/// abandons them (see [`Acks`]). Acknowledgements travel with chunks, so
+/// holding an item keeps its whole input chunk from being done until what
+/// the node makes of every item it kept from that chunk is. The built-in
+/// batches, windows and keyed folds work this way.
+///
+/// # Examples
+///
+/// A node that emits the sum of every three items:
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use nanostream::Held;
+/// use std::convert::Infallible;
+///
+/// #[derive(Default)]
+/// struct SumOfThree {
+///     sum: u32,
+///     count: u32,
+///     held: Held,
+/// }
+///
+/// impl Node for SumOfThree {
+///     type In = u32;
+///     type Out = u32;
+///     type Error = Infallible;
+///
+///     async fn process(&mut self, x: u32, out: &mut Emitter<u32>) -> Result<(), Infallible> {
+///         // `x` is done only once the sum that includes it is.
+///         out.hold(&mut self.held);
+///         self.sum += x;
+///         self.count += 1;
+///         if self.count == 3 {
+///             out.adopt(&mut self.held);
+///             out.emit(std::mem::take(&mut self.sum)).await;
+///             self.count = 0;
+///         }
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let nums = g.source("nums", from_iter(1..=6u32));
+/// let sums = g.node("sums", SumOfThree::default(), nums);
+/// let (sink, results) = into_stream(4);
+/// g.sink("out", sink, sums);
+/// g.build()?.run().await?;
+/// use futures::StreamExt;
+/// assert_eq!(results.collect::<Vec<_>>().await, [6, 15]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct Held {
+pub struct Held {
     acks: Acks,
     seq: u64,
+}
+
+impl Held {
+    /// Whether it holds no acknowledgement.
+    pub fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+    }
 }
 
 /// How an output spreads its items over its readers.
@@ -691,10 +758,10 @@ impl<T> Emitter<T> {
         self.lock().buffer.acks.append(acks);
     }
 
-    /// Adds the current input chunk's acknowledgements to what an operator
-    /// holds in state (once per chunk), for operators that keep items beyond
-    /// the chunk: windows, batches, keyed folds.
-    pub(crate) fn hold(&self, held: &mut Held) {
+    /// Adds the acknowledgements of the input being processed to `held`
+    /// (once per input chunk), for a node that keeps something of the input
+    /// in its state to emit later; see [`Held`].
+    pub fn hold(&self, held: &mut Held) {
         let core = self.lock();
         if held.seq != core.input_seq {
             held.seq = core.input_seq;
@@ -705,9 +772,10 @@ impl<T> Emitter<T> {
     }
 
     /// Makes everything emitted from now until the end of the current input
-    /// (or timer, or final hook) owe what `held` holds: every chunk sent
-    /// meanwhile carries a copy.
-    pub(crate) fn adopt(&mut self, held: &mut Held) {
+    /// (or timer, or final hook) owe what `held` holds, and empties `held`:
+    /// those acknowledgements are done once what is emitted is. See
+    /// [`Held`].
+    pub fn adopt(&mut self, held: &mut Held) {
         self.lock().buffer.current.adopted.append(&mut held.acks);
         held.seq = 0;
     }
