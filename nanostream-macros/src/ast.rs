@@ -70,6 +70,28 @@ pub(crate) struct NodeFn {
     pub(crate) kind: Kind,
 }
 
+/// Every error found in a function, and what could be understood of it.
+pub(crate) struct Rejected {
+    pub(crate) error: Error,
+    /// The parameters understood.
+    pub(crate) params: Vec<Param>,
+    pub(crate) returns: Option<Returns>,
+    pub(crate) kind: Option<Kind>,
+}
+
+/// Errors collected rather than returned at the first.
+#[derive(Default)]
+struct Errors(Option<Error>);
+
+impl Errors {
+    fn push(&mut self, error: Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+}
+
 /// The generic argument of the last segment of `ty` if it is `Name<T>`.
 fn single_generic<'a>(ty: &'a TypePath, name: &str) -> Option<Option<&'a Type>> {
     let last = ty.path.segments.last()?;
@@ -289,54 +311,70 @@ fn classify_return(ret: &ReturnType) -> syn::Result<Returns> {
 }
 
 impl NodeFn {
-    pub(crate) fn analyze(func: &ItemFn) -> syn::Result<Self> {
+    /// Checks the whole signature and reports every problem found, not only
+    /// the first; on failure, also returns what could be understood, from
+    /// which the caller builds a stub constructor.
+    pub(crate) fn analyze(func: &ItemFn) -> Result<Self, Box<Rejected>> {
         let sig = &func.sig;
+        let mut errors = Errors::default();
         if let Some(constness) = &sig.constness {
-            return Err(Error::new_spanned(constness, "`#[node]` functions cannot be `const`"));
+            errors.push(Error::new_spanned(constness, "`#[node]` functions cannot be `const`"));
         }
         if let Some(unsafety) = &sig.unsafety {
-            return Err(Error::new_spanned(unsafety, "`#[node]` functions cannot be `unsafe`"));
+            errors.push(Error::new_spanned(unsafety, "`#[node]` functions cannot be `unsafe`"));
         }
         if let Some(abi) = &sig.abi {
-            return Err(Error::new_spanned(abi, "`#[node]` functions cannot be `extern`"));
+            errors.push(Error::new_spanned(abi, "`#[node]` functions cannot be `extern`"));
         }
         if sig.asyncness.is_none() {
-            return Err(Error::new_spanned(
+            errors.push(Error::new_spanned(
                 sig.fn_token,
                 "the `async` keyword is missing: `#[node]` turns an `async fn` into a node",
             ));
         }
         if !sig.generics.params.is_empty() {
-            return Err(Error::new_spanned(
+            errors.push(Error::new_spanned(
                 &sig.generics,
                 format!("`#[node]` functions cannot be generic; {GENERIC_HINT}"),
             ));
         }
         if let Some(clause) = &sig.generics.where_clause {
-            return Err(Error::new_spanned(
+            errors.push(Error::new_spanned(
                 clause,
                 format!("`#[node]` functions cannot have a `where` clause; {GENERIC_HINT}"),
             ));
         }
         if let Some(variadic) = &sig.variadic {
-            return Err(Error::new_spanned(variadic, "`#[node]` functions cannot be variadic"));
+            errors.push(Error::new_spanned(variadic, "`#[node]` functions cannot be variadic"));
         }
 
         let mut params = Vec::with_capacity(sig.inputs.len());
         let mut input_seen = false;
         let mut emitter_seen = false;
+        // Whether every parameter was understood: the kind of node is only
+        // known then.
+        let mut params_known = true;
         for arg in &sig.inputs {
-            let param = classify_param(arg)?;
+            let param = match classify_param(arg) {
+                Ok(param) => param,
+                Err(error) => {
+                    errors.push(error);
+                    params_known = false;
+                    continue;
+                }
+            };
             match &param {
                 Param::Input { .. } if input_seen => {
-                    return Err(Error::new_spanned(
+                    errors.push(Error::new_spanned(
                         arg,
                         "a node takes one input item, and an earlier parameter already is it; configuration is taken by reference (`&T`) and state by `&mut T`",
                     ));
+                    continue;
                 }
                 Param::Input { .. } => input_seen = true,
                 Param::Emitter { .. } if emitter_seen => {
-                    return Err(Error::new_spanned(arg, "a node has one emitter; this is a second `&mut Emitter<_>`"));
+                    errors.push(Error::new_spanned(arg, "a node has one emitter; this is a second `&mut Emitter<_>`"));
+                    continue;
                 }
                 Param::Emitter { .. } => emitter_seen = true,
                 _ => {}
@@ -344,29 +382,46 @@ impl NodeFn {
             params.push(param);
         }
 
-        let returns = classify_return(&sig.output)?;
+        let returns = match classify_return(&sig.output) {
+            Ok(returns) => Some(returns),
+            Err(error) => {
+                errors.push(error);
+                None
+            }
+        };
         let kind = match (input_seen, emitter_seen) {
             (_, true) => {
-                if !matches!(returns.output, Output::Unit) {
-                    return Err(Error::new_spanned(
+                if returns.as_ref().is_some_and(|r| !matches!(r.output, Output::Unit)) {
+                    errors.push(Error::new_spanned(
                         &sig.output,
                         "a node with an `&mut Emitter<_>` parameter emits through it; expected the return type `()` or `Result<(), E>`",
                     ));
                 }
-                if input_seen { Kind::Node } else { Kind::Source }
+                Some(if input_seen { Kind::Node } else { Kind::Source })
             }
-            (true, false) => match returns.output {
+            (true, false) => returns.as_ref().map(|r| match r.output {
                 Output::Unit => Kind::Sink,
                 _ => Kind::Node,
-            },
-            (false, false) => {
-                return Err(Error::new_spanned(
+            }),
+            (false, false) if params_known => {
+                errors.push(Error::new_spanned(
                     &sig.ident,
                     "a `#[node]` function needs an input parameter (the item, by value), an `&mut Emitter<Out>` parameter, or both",
                 ));
+                None
             }
+            (false, false) => None,
         };
-        Ok(Self { params, returns, kind })
+        match (errors.0, returns, kind) {
+            (None, Some(returns), Some(kind)) => Ok(Self { params, returns, kind }),
+            (error, returns, kind) => Err(Box::new(Rejected {
+                error: error
+                    .unwrap_or_else(|| Error::new_spanned(&sig.ident, "this `#[node]` function is not understood")),
+                params,
+                returns,
+                kind,
+            })),
+        }
     }
 
     pub(crate) fn input_type(&self) -> Option<&Type> {

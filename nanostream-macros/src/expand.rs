@@ -3,9 +3,9 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, Type};
+use syn::{ItemFn, Type};
 
-use crate::ast::{Args, Kind, NodeFn, Output, Param, body_awaits};
+use crate::ast::{Args, Kind, NodeFn, Output, Param, Rejected, body_awaits};
 
 pub(crate) fn node(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
@@ -16,23 +16,84 @@ pub(crate) fn node(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#error #item);
         }
     };
-    match Args::parse(args).and_then(|args| Ok((NodeFn::analyze(&func)?, args))) {
-        Ok((node, args)) => generate(&func, &node, &args),
-        Err(error) => fallback(func, error),
-    }
+    // Parse, then check everything, then expand from what was understood.
+    let args = Args::parse(args);
+    let krate = args.as_ref().ok().and_then(|a| a.krate.clone());
+    let rejected = match (NodeFn::analyze(&func), args) {
+        (Ok(node), Ok(args)) => return generate(&func, &node, &args),
+        (Ok(node), Err(error)) => {
+            Box::new(Rejected { error, params: node.params, returns: Some(node.returns), kind: Some(node.kind) })
+        }
+        (Err(mut rejected), Err(error)) => {
+            rejected.error.combine(error);
+            rejected
+        }
+        (Err(rejected), Ok(_)) => rejected,
+    };
+    stub(&func, rejected, krate)
 }
 
-/// On error: the compile error plus the user's function, so that the rest
-/// of the crate still resolves (and IDEs keep working) without cascading
-/// errors. A `self` receiver is removed because it cannot compile outside an
-/// `impl`.
-fn fallback(mut func: ItemFn, error: syn::Error) -> TokenStream {
-    func.sig.inputs = func.sig.inputs.into_iter().filter(|arg| !matches!(arg, FnArg::Receiver(_))).collect();
-    let error = error.to_compile_error();
+/// On error: every error found, and in place of the function a constructor
+/// with the signature callers use and a stub body, so that the rest of the
+/// crate still type-checks (no follow-on errors at the call sites, IDEs keep
+/// working). Types that could not be understood become type parameters,
+/// inferred from the call site.
+fn stub(func: &ItemFn, rejected: Box<Rejected>, krate: Option<syn::Path>) -> TokenStream {
+    let krate = krate.unwrap_or_else(|| syn::parse_quote!(::nanostream));
+    let p = quote!(#krate::__private);
+    let error = rejected.error.to_compile_error();
+    let vis = &func.vis;
+    let name = &func.sig.ident;
+    let mut args = Vec::new();
+    let mut input = None;
+    let mut emitted = None;
+    for param in &rejected.params {
+        match param {
+            Param::Config { name, is_str: true, .. } => {
+                args.push(quote!(#name: impl ::core::convert::Into<#p::String>))
+            }
+            Param::Config { name, ty, .. } => args.push(quote!(#name: #ty)),
+            Param::Input { ty } => input = Some(ty.clone()),
+            Param::Emitter { item } => emitted = Some(item.clone()),
+            Param::State { .. } => {}
+        }
+    }
+    let returned = rejected.returns.as_ref().and_then(|r| match &r.output {
+        Output::Value(ty) | Output::Maybe(ty) => Some(ty.clone()),
+        Output::Unit => None,
+    });
+    let mut generics = Vec::new();
+    let in_ty = match (&rejected.kind, input) {
+        (Some(Kind::Source), _) => quote!(()),
+        (_, Some(ty)) => quote!(#ty),
+        (_, None) => {
+            generics.push(quote!(__In: #p::Send + 'static));
+            quote!(__In)
+        }
+    };
+    let out_ty = match (&rejected.kind, emitted.or(returned)) {
+        (Some(Kind::Sink), _) => quote!(()),
+        (_, Some(ty)) => quote!(#ty),
+        (_, None) => {
+            generics.push(quote!(__Out: #p::Send + 'static));
+            quote!(__Out)
+        }
+    };
+    // The user's function stays, under another name, so that what it uses
+    // (imports, helpers) stays used; a `self` receiver cannot compile outside
+    // an `impl` and goes.
+    let mut kept = func.clone();
+    kept.sig.ident = format_ident!("__nanostream_rejected_{}", name);
+    kept.sig.inputs = kept.sig.inputs.into_iter().filter(|arg| !matches!(arg, syn::FnArg::Receiver(_))).collect();
+    kept.vis = syn::Visibility::Inherited;
     quote! {
         #error
-        #[allow(dead_code, unused_variables)]
-        #func
+        #[allow(dead_code, unused_variables, clippy::all)]
+        #vis fn #name<#(#generics),*>(#(#args),*) -> #p::Unbuilt<#in_ty, #out_ty> {
+            #p::Unbuilt::new()
+        }
+        #[allow(dead_code, unused_variables, non_snake_case, clippy::all)]
+        #kept
     }
 }
 
@@ -99,7 +160,14 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
     let call = if sync {
         quote!(#name(#(#call_args),*))
     } else {
-        quote_spanned!(sig_span=> #p::assert_send(#name(#(#call_args),*)).await)
+        // Checked by a function defined here, so that the note "required by
+        // a bound" points at the user's signature, not into nanostream.
+        quote_spanned!(sig_span=> {
+            fn __nanostream_assert_send<F: #p::Future + #p::Send>(future: F) -> F {
+                future
+            }
+            __nanostream_assert_send(#name(#(#call_args),*)).await
+        })
     };
     let now_call = quote!(#name(#(#call_args),*));
     let result = if fallible { quote!(#call?) } else { call };

@@ -236,11 +236,50 @@ pub mod __private {
     pub use core::result::Result;
     pub use std::string::String;
 
-    /// Compile-time check that a node function's future can be sent to
-    /// another thread; the macro calls it so the error points at the user's
-    /// function.
-    pub fn assert_send<F: Future + Send>(future: F) -> F {
-        future
+    /// What `#[node]` expands to when the function it annotates is
+    /// rejected: a node of the right shape that never runs (the crate does
+    /// not compile), so that callers get no follow-on errors.
+    pub struct Unbuilt<I, O>(core::marker::PhantomData<fn(I) -> O>);
+
+    impl<I, O> Unbuilt<I, O> {
+        /// The stub.
+        pub fn new() -> Self {
+            Self(core::marker::PhantomData)
+        }
+    }
+
+    impl<I, O> Default for Unbuilt<I, O> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl<I: Send + 'static, O: Send + 'static> crate::Node for Unbuilt<I, O> {
+        type In = I;
+        type Out = O;
+        type Error = Infallible;
+
+        async fn process(&mut self, _: I, _: &mut crate::Emitter<O>) -> Result<(), Infallible> {
+            unreachable!("a rejected #[node] function does not compile")
+        }
+    }
+
+    impl<I: Send + 'static, O: Send + 'static> crate::Source for Unbuilt<I, O> {
+        type Out = O;
+        type Error = Infallible;
+
+        async fn run(&mut self, _: &mut crate::Emitter<O>) -> Result<(), Infallible> {
+            unreachable!("a rejected #[node] function does not compile")
+        }
+    }
+
+    impl<I: Send + 'static, O: Send + 'static> crate::Sink for Unbuilt<I, O> {
+        type In = I;
+        type Error = Infallible;
+
+        async fn consume(&mut self, _: I) -> Result<(), Infallible> {
+            unreachable!("a rejected #[node] function does not compile")
+        }
     }
 }
 

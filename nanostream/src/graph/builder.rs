@@ -148,6 +148,7 @@ pub trait Inputs<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T> Inputs<T> for Output<T> {
     fn links(self) -> Vec<Link<T>> {
         vec![Link {
@@ -163,6 +164,7 @@ impl<T> Inputs<T> for Output<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Clone> Inputs<T> for &Output<T> {
     fn links(self) -> Vec<Link<T>> {
         vec![Link {
@@ -178,12 +180,14 @@ impl<T: Clone> Inputs<T> for &Output<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T, I: Inputs<T>, const N: usize> Inputs<T> for [I; N] {
     fn links(self) -> Vec<Link<T>> {
         self.into_iter().flat_map(Inputs::links).collect()
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T, I: Inputs<T>> Inputs<T> for Vec<I> {
     fn links(self) -> Vec<Link<T>> {
         self.into_iter().flat_map(Inputs::links).collect()
@@ -197,6 +201,7 @@ pub struct WithCapacity<I> {
     capacity: usize,
 }
 
+#[diagnostic::do_not_recommend]
 impl<T, I: Inputs<T>> Inputs<T> for WithCapacity<I> {
     fn links(self) -> Vec<Link<T>> {
         let mut links = self.inputs.links();
@@ -213,6 +218,7 @@ pub struct Unfused<I> {
     inputs: I,
 }
 
+#[diagnostic::do_not_recommend]
 impl<T, I: Inputs<T>> Inputs<T> for Unfused<I> {
     fn links(self) -> Vec<Link<T>> {
         let mut links = self.inputs.links();
