@@ -928,15 +928,6 @@ impl<T: Send + 'static> Emitter<T> {
         Poll::Ready(closed)
     }
 
-    /// Drives a fused chain after this output while the node waits for
-    /// input (its timers fire, what it holds moves on); ready once every
-    /// reader has stopped.
-    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut core = self.lock();
-        ready!(core.poll_flush(cx, true));
-        if core.is_closed() { Poll::Ready(()) } else { Poll::Pending }
-    }
-
     /// Sends the buffered outputs now, even if the chunk is not full.
     ///
     /// The runtime already flushes whenever a node waits on anything, when
@@ -961,11 +952,6 @@ impl<T: Send + 'static> Emitter<T> {
     /// after it takes the chunk just processed).
     pub(crate) fn poll_flush_busy(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.lock().poll_flush(cx, false)
-    }
-
-    /// [`poll_flush_busy`](Self::poll_flush_busy) as a future.
-    pub(crate) fn flush_busy(&mut self) -> impl Future<Output = ()> + Send + '_ {
-        std::future::poll_fn(move |cx| self.poll_flush_busy(cx))
     }
 
     /// Whether the buffer holds a whole chunk, or anything and the output is

@@ -28,7 +28,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::edge::acks::Acks;
-use crate::edge::channel::Chunk;
+use crate::edge::channel::{Chunk, GiveBack};
 use crate::edge::emitter::{Emitter, Stage, StageStopped};
 use crate::node::{Context, Node, Sink};
 use crate::runtime::stats::{BusyClock, Started};
@@ -173,8 +173,19 @@ impl Shared {
 }
 
 /// Makes `node` a stage of the emitter before it, writing into `out`.
-pub(crate) fn node_stage<N: Node>(node: N, out: Emitter<N::Out>, ctx: Context) -> Box<dyn Stage<N::In>> {
-    Box::new(NodeStage::new(node, out, ctx, process_call::<N>))
+///
+/// `give_back` is the shared input of a `parallel` worker: while the node
+/// waits on one item, the rest of its chunk goes back there, so that idle
+/// workers take those items now.
+pub(crate) fn node_stage<N: Node>(
+    node: N,
+    out: Emitter<N::Out>,
+    ctx: Context,
+    give_back: Option<GiveBack<N::In>>,
+) -> Box<dyn Stage<N::In>> {
+    let mut stage = NodeStage::new(node, out, ctx, process_call::<N>);
+    stage.give_back = give_back;
+    Box::new(stage)
 }
 
 /// The asynchronous path for one item: the node moves into the future and
@@ -199,6 +210,8 @@ pub(crate) struct NodeStage<N: Node, F> {
     stack: Vec<N::In>,
     /// The allocation of the last chunk, for the emitter before this stage.
     returned: Vec<N::In>,
+    /// See [`node_stage`].
+    give_back: Option<GiveBack<N::In>>,
     phase: Phase,
     shared: Shared,
 }
@@ -245,6 +258,7 @@ where
             make,
             stack: Vec::new(),
             returned: Vec::new(),
+            give_back: None,
             phase: Phase::Open,
             shared,
         }
@@ -332,6 +346,15 @@ where
                     };
                     match polled {
                         Ok(Poll::Pending) => {
+                            let mut rest = rest;
+                            if let (Some(queue), Items::Rest { stack, .. }) = (&self.give_back, &mut rest)
+                                && !stack.is_empty()
+                            {
+                                // Idle workers take the rest of the chunk now.
+                                let mut items = std::mem::take(stack);
+                                items.reverse();
+                                queue.give_back(Chunk { items, acks: self.out.current_acks() });
+                            }
                             self.work = NodeWork::Item { rest, started };
                             // The node waits: what it emitted goes on meanwhile.
                             let _ = self.out.poll_flush(cx);
@@ -421,6 +444,14 @@ where
 {
     fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
         ready!(self.drive(cx))?;
+        let deadline = self.node.as_ref().and_then(Node::deadline);
+        if self.phase == Phase::Open && self.shared.due(deadline, cx) {
+            // A timer keeps its time while input keeps coming.
+            ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            let call = self.timer();
+            self.work = NodeWork::Call { call, after: After::EndInput };
+            ready!(self.drive(cx))?;
+        }
         if self.out.should_pass_on() {
             // The last chunk's outputs go on before the next chunk begins.
             ready!(self.out.poll_flush_busy(cx));
@@ -713,7 +744,19 @@ where
     G: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
 {
     fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
-        self.drive(cx)
+        ready!(self.drive(cx))?;
+        let deadline = self.sink.as_ref().and_then(Sink::deadline);
+        if self.phase == Phase::Open && self.shared.due(deadline, cx) {
+            // A timer keeps its time while input keeps coming.
+            ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            let call = self.call(|mut sink| async move {
+                let result = sink.on_timer().await;
+                (sink, result)
+            });
+            self.work = SinkWork::Call { call };
+            ready!(self.drive(cx))?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn recycle(&mut self) -> Vec<K::In> {

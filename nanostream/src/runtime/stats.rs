@@ -68,6 +68,11 @@ impl NodeStats {
         self.handles.queued.set(queued_after as f64);
     }
 
+    /// Items waiting on the node's input edges, after it took a chunk.
+    pub(crate) fn set_queued(&self, queued: usize) {
+        self.handles.queued.set(queued as f64);
+    }
+
     pub(crate) fn add_sent(&self, items: usize) {
         self.sent.fetch_add(items as u64, Ordering::Relaxed);
         self.handles.sent.increment(items as u64);
