@@ -36,33 +36,38 @@ impl Sink for SlowSink {
     }
 }
 
+/// Runs `0..n -> triple -> plus_one -> slow sink`, fused or as four tasks
+/// joined by queues; returns the most items ever in flight.
+async fn run_chain(n: usize, fusion: bool) -> usize {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let mut g = Topology::builder();
+    g.fusion(fusion);
+    let counter = pulled.clone();
+    let nums = g.source(
+        "numbers",
+        from_iter((0..n as u64).inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let a = g.node("triple", map(|x: u64| x * 3), nums);
+    let b = g.node("plus_one", map(|x: u64| x + 1), a);
+    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b);
+    g.build().expect("valid topology").run().await.expect("runs");
+    assert_eq!(pulled.load(Ordering::SeqCst), n);
+    max_in_flight.load(Ordering::Relaxed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_in_flight_never_exceed_the_documented_bound() {
     const N: usize = 10_000_000;
     const EDGES: usize = 3;
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let max_in_flight = Arc::new(AtomicUsize::new(0));
-
-    let mut g = Topology::builder();
-    let counter = pulled.clone();
-    let nums = g.source(
-        "numbers",
-        from_iter((0..N as u64).inspect(move |_| {
-            counter.fetch_add(1, Ordering::SeqCst);
-        })),
-    );
     // Three queues between four tasks: the bound is per edge.
-    let a = g.node("triple", map(|x: u64| x * 3), nums.unfused());
-    let b = g.node("plus_one", map(|x: u64| x + 1), a.unfused());
-    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b.unfused());
-    g.build().expect("valid topology").run().await.expect("runs");
-
+    let max = run_chain(N, false).await;
     let capacity = nanostream::DEFAULT_CAPACITY;
     let chunk = nanostream::DEFAULT_CHUNK_SIZE.min(capacity);
     let bound = EDGES * (capacity + 2 * chunk);
-    let max = max_in_flight.load(Ordering::Relaxed);
     println!("max in flight: {max} items (bound {bound}) over {N} items");
-    assert_eq!(pulled.load(Ordering::SeqCst), N);
     assert!(max <= bound, "{max} items in flight exceeds the bound {bound}");
     // The sink really was the bottleneck: the graph filled up.
     assert!(max > capacity, "the sink was not slow enough to fill the edges ({max})");
@@ -72,25 +77,8 @@ async fn items_in_flight_never_exceed_the_documented_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fused_chain_holds_at_most_one_chunk() {
     const N: usize = 1_000_000;
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let max_in_flight = Arc::new(AtomicUsize::new(0));
-
-    let mut g = Topology::builder();
-    let counter = pulled.clone();
-    let nums = g.source(
-        "numbers",
-        from_iter((0..N as u64).inspect(move |_| {
-            counter.fetch_add(1, Ordering::SeqCst);
-        })),
-    );
-    let a = g.node("triple", map(|x: u64| x * 3), nums);
-    let b = g.node("plus_one", map(|x: u64| x + 1), a);
-    g.sink("slow", SlowSink { pulled: pulled.clone(), consumed: 0, max_in_flight: max_in_flight.clone() }, b);
-    g.build().expect("valid topology").run().await.expect("runs");
-
+    let max = run_chain(N, true).await;
     let chunk = nanostream::DEFAULT_CHUNK_SIZE;
-    let max = max_in_flight.load(Ordering::Relaxed);
     println!("max in flight: {max} items (one chunk: {chunk}) over {N} items");
-    assert_eq!(pulled.load(Ordering::SeqCst), N);
     assert_eq!(max, chunk, "a fused chain holds exactly the chunk being consumed");
 }

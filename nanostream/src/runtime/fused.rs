@@ -124,6 +124,37 @@ fn guarded<F: Future + Send + 'static>(work: F, span: &tracing::Span) -> BoxFutu
     AssertUnwindSafe(work.instrument(span.clone())).catch_unwind().boxed()
 }
 
+/// A call kept in a slot allocated once (see [`NodeStage`]).
+type Slot<F> = Pin<Box<Option<F>>>;
+
+/// How a call ended: the node back with its result, or a panic.
+type Called<N, E> = Result<(N, Result<(), E>), Panic>;
+
+/// Polls the call in `slot` inside the node's span, catching a panic, and
+/// empties the slot once the call is over. Ready with the node and its
+/// result, or with a panic.
+fn poll_slot<N, E, F>(slot: &mut Slot<F>, span: &tracing::Span, cx: &mut TaskCx<'_>) -> Poll<Called<N, E>>
+where
+    F: Future<Output = (N, Result<(), E>)>,
+{
+    let polled = {
+        let _entered = span.enter();
+        let call = slot.as_mut().as_pin_mut().expect("nanostream: a call in progress");
+        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
+    };
+    match polled {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(done)) => {
+            slot.set(None);
+            Poll::Ready(Ok(done))
+        }
+        Err(panic) => {
+            slot.set(None);
+            Poll::Ready(Err(panic))
+        }
+    }
+}
+
 /// What a stage and its node share: the name for errors, the timer.
 struct Shared {
     ctx: Context,
@@ -204,7 +235,7 @@ pub(crate) struct NodeStage<N: Node, F> {
     out: Emitter<N::Out>,
     work: NodeWork<N>,
     /// The item in progress on the asynchronous path.
-    item: Pin<Box<Option<F>>>,
+    item: Slot<F>,
     make: fn(N, N::In, Emitter<N::Out>) -> F,
     /// An empty allocation for the rest of an interrupted chunk.
     stack: Vec<N::In>,
@@ -339,13 +370,8 @@ where
                     }
                 }
                 NodeWork::Item { rest, started } => {
-                    let polled = {
-                        let _entered = self.shared.span.enter();
-                        let call = self.item.as_mut().as_pin_mut().expect("an item in progress");
-                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
-                    };
-                    match polled {
-                        Ok(Poll::Pending) => {
+                    match poll_slot(&mut self.item, &self.shared.span, cx) {
+                        Poll::Pending => {
                             let mut rest = rest;
                             if let (Some(queue), Items::Rest { stack, .. }) = (&self.give_back, &mut rest)
                                 && !stack.is_empty()
@@ -360,12 +386,8 @@ where
                             let _ = self.out.poll_flush(cx);
                             return Poll::Pending;
                         }
-                        Err(panic) => {
-                            self.item.set(None);
-                            return Poll::Ready(Err(self.shared.panicked(&panic)));
-                        }
-                        Ok(Poll::Ready((node, result))) => {
-                            self.item.set(None);
+                        Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                        Poll::Ready(Ok((node, result))) => {
                             self.node = Some(node);
                             if let Err(error) = result {
                                 return Poll::Ready(Err(self.shared.fail(error)));
@@ -546,10 +568,10 @@ async fn consume_call<K: Sink>(mut sink: K, item: K::In) -> (K, Result<(), K::Er
 pub(crate) struct SinkStage<K: Sink, F, G> {
     sink: Option<K>,
     work: SinkWork<K>,
-    item: Pin<Box<Option<F>>>,
+    item: Slot<F>,
     make: fn(K, K::In) -> F,
     /// The `flush` in progress.
-    flushing: Pin<Box<Option<G>>>,
+    flushing: Slot<G>,
     make_flush: fn(K) -> G,
     /// An empty allocation for the rest of an interrupted chunk.
     stack: Vec<K::In>,
@@ -659,56 +681,24 @@ where
                         }
                     }
                 }
-                SinkWork::Item { interrupted } => {
-                    let polled = {
-                        let _entered = self.shared.span.enter();
-                        let call = self.item.as_mut().as_pin_mut().expect("an item in progress");
-                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
-                    };
-                    match polled {
-                        Ok(Poll::Pending) => {
-                            self.work = SinkWork::Item { interrupted };
-                            return Poll::Pending;
-                        }
-                        Err(panic) => {
-                            self.item.set(None);
-                            return Poll::Ready(Err(self.shared.panicked(&panic)));
-                        }
-                        Ok(Poll::Ready((sink, result))) => {
-                            self.item.set(None);
-                            self.sink = Some(sink);
-                            if let Err(error) = result {
-                                return Poll::Ready(Err(self.shared.fail(error)));
-                            }
-                            let (items, held, started) = interrupted;
-                            self.work = SinkWork::Chunk { items, held, started };
-                        }
+                SinkWork::Item { interrupted } => match poll_slot(&mut self.item, &self.shared.span, cx) {
+                    Poll::Pending => {
+                        self.work = SinkWork::Item { interrupted };
+                        return Poll::Pending;
                     }
-                }
-                SinkWork::Flush => {
-                    let polled = {
-                        let _entered = self.shared.span.enter();
-                        let call = self.flushing.as_mut().as_pin_mut().expect("a flush in progress");
-                        std::panic::catch_unwind(AssertUnwindSafe(|| call.poll(cx)))
-                    };
-                    match polled {
-                        Ok(Poll::Pending) => {
-                            self.work = SinkWork::Flush;
-                            return Poll::Pending;
-                        }
-                        Err(panic) => {
-                            self.flushing.set(None);
-                            return Poll::Ready(Err(self.shared.panicked(&panic)));
-                        }
-                        Ok(Poll::Ready((sink, result))) => {
-                            self.flushing.set(None);
-                            self.sink = Some(sink);
-                            if let Err(error) = result {
-                                return Poll::Ready(Err(self.shared.fail(error)));
-                            }
-                        }
+                    Poll::Ready(done) => {
+                        self.called(done)?;
+                        let (items, held, started) = interrupted;
+                        self.work = SinkWork::Chunk { items, held, started };
                     }
-                }
+                },
+                SinkWork::Flush => match poll_slot(&mut self.flushing, &self.shared.span, cx) {
+                    Poll::Pending => {
+                        self.work = SinkWork::Flush;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(done) => self.called(done)?,
+                },
                 SinkWork::Call { mut call } => match call.as_mut().poll(cx) {
                     Poll::Pending => {
                         self.work = SinkWork::Call { call };
@@ -722,6 +712,17 @@ where
                         }
                     }
                 },
+            }
+        }
+    }
+
+    /// A call into the sink is over: the sink is back, or it panicked.
+    fn called(&mut self, done: Called<K, K::Error>) -> Result<(), StageStopped> {
+        match done {
+            Err(panic) => Err(self.shared.panicked(&panic)),
+            Ok((sink, result)) => {
+                self.sink = Some(sink);
+                result.map_err(|error| self.shared.fail(error))
             }
         }
     }
