@@ -776,7 +776,7 @@ impl TopologyBuilder {
     {
         let name = name.into();
         let capacity = self.default_capacity.clamp(1, 1024);
-        let (node, letters) = crate::policy::dead_lettering(node, capacity);
+        let (node, letters) = crate::policy::dead_letter::dead_lettering(node, capacity);
         let out = self.node(name.clone(), node, inputs);
         let dead = self.source(format!("{name}.dead_letters"), letters);
         self.side_edges.push((out.node, dead.node, "dead letters"));
