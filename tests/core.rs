@@ -288,7 +288,7 @@ async fn finite_source_completes_and_final_hooks_cascade_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lone_item_is_not_held_back_waiting_for_a_chunk_to_fill() {
-    let (tx, events) = from_channel::<u32>(8);
+    let (events, tx) = from_channel::<u32>(8);
     let mut g = Topology::builder();
     g.chunk_size(1024);
     let events = g.source("events", events);
@@ -647,7 +647,7 @@ fn build_rejects_an_empty_topology() {
 
 #[tokio::test(start_paused = true)]
 async fn from_channel_delivers_everything_accepted_before_shutdown() {
-    let (tx, source) = from_channel::<u32>(100);
+    let (source, tx) = from_channel::<u32>(100);
     let mut g = Topology::builder();
     let items = g.source("inject", source);
     let (sum, total) = fold(0u32, |a, x: u32| a + x);

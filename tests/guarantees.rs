@@ -362,7 +362,7 @@ async fn parallel_ordered_puts_timer_outputs_after_the_workers_last_input() {
             Ok(())
         }
     }
-    let (tx, items) = from_channel::<u64>(64);
+    let (items, tx) = from_channel::<u64>(64);
     let mut g = Topology::builder();
     let items = g.source("items", items);
     let out = g.parallel_ordered("echo", 3, EchoThenTick::default, items);
@@ -619,7 +619,7 @@ async fn every_kind_of_source_meets_the_back_pressure_bound() {
     assert_eq!(in_flight(counting(emitted.clone()), &emitted).await, bound, "a #[node] source");
 
     // A channel filled before the start: the source takes full chunks.
-    let (tx, channel) = from_channel::<u64>(20_000);
+    let (channel, tx) = from_channel::<u64>(20_000);
     for n in 0..20_000 {
         tx.try_send(n).expect("room");
     }
@@ -638,7 +638,7 @@ async fn every_kind_of_source_meets_the_back_pressure_bound() {
     // Items trickling in: the source sends what it has whenever it waits,
     // so chunks are partial and fill the edge's chunk slots first; the
     // bound still holds.
-    let (tx, channel) = from_channel::<u64>(16);
+    let (channel, tx) = from_channel::<u64>(16);
     let emitted = Arc::new(AtomicU64::new(0));
     let e = emitted.clone();
     let feeder = tokio::spawn(async move {
@@ -730,7 +730,7 @@ async fn parallel_ordered_holds_back_when_one_worker_is_stuck() {
 /// its workers (partial batches) flow, instead of holding them to the end.
 #[tokio::test(start_paused = true)]
 async fn parallel_ordered_lets_timer_outputs_flow() {
-    let (tx, items) = from_channel::<u64>(16);
+    let (items, tx) = from_channel::<u64>(16);
     let mut g = Topology::builder();
     let items = g.source("items", items);
     let batches = g.parallel_ordered("batch", 2, || batch(100, Duration::from_millis(50)), items);
@@ -816,7 +816,7 @@ async fn a_source_that_closes_its_output_runs_until_it_returns() {
 #[tokio::test(start_paused = true)]
 async fn a_timer_fires_inside_a_fused_chain_while_the_source_waits() {
     use futures::StreamExt;
-    let (tx, events) = from_channel::<u32>(16);
+    let (events, tx) = from_channel::<u32>(16);
     let mut g = Topology::builder();
     let events = g.source("events", events);
     let batches = g.node("batch", batch(10, Duration::from_millis(100)), events);

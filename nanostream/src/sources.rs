@@ -162,6 +162,10 @@ pub struct FromChannel<T> {
 /// A source fed by the returned [`mpsc::Sender`]: the way to inject items
 /// into a running pipeline from other async code.
 ///
+/// Returns the source and its sender, in that order, as every constructor
+/// that returns a node and a handle on it does (`fold`, `into_stream`,
+/// `count`).
+///
 /// The source finishes when every sender has been dropped. On graceful
 /// shutdown it stops accepting new items (sends fail from then on), emits
 /// what was already accepted, and finishes: nothing that `send` accepted is
@@ -173,7 +177,7 @@ pub struct FromChannel<T> {
 /// use nanostream::prelude::*;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), nanostream::Error> {
-/// let (tx, orders) = from_channel::<u32>(16);
+/// let (orders, tx) = from_channel::<u32>(16);
 /// let mut g = Topology::builder();
 /// let orders = g.source("orders", orders);
 /// let (sum, total) = fold(0, |a, x: u32| a + x);
@@ -189,9 +193,9 @@ pub struct FromChannel<T> {
 /// # Ok(())
 /// # }
 /// ```
-pub fn from_channel<T>(capacity: usize) -> (mpsc::Sender<T>, FromChannel<T>) {
+pub fn from_channel<T>(capacity: usize) -> (FromChannel<T>, mpsc::Sender<T>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (tx, FromChannel { rx, ctx: None })
+    (FromChannel { rx, ctx: None }, tx)
 }
 
 impl<T: Send + 'static> Source for FromChannel<T> {

@@ -131,7 +131,7 @@ impl Topology {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), nanostream::Error> {
-    /// let (tx, events) = from_channel::<String>(64);
+    /// let (events, tx) = from_channel::<String>(64);
     /// let mut g = Topology::builder();
     /// let events = g.source("events", events);
     /// g.sink("log", for_each(|e: String| async move { println!("{e}") }), events);
@@ -474,7 +474,7 @@ impl TopologyHandle {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), nanostream::Error> {
-    /// let (tx, events) = from_channel::<u32>(16);
+    /// let (events, tx) = from_channel::<u32>(16);
     /// let mut g = Topology::builder();
     /// let events = g.source("events", events);
     /// let (sum, total) = fold(0, |a, x: u32| a + x);
