@@ -4,5 +4,7 @@
 //! the next node of its fused chain.
 
 pub(crate) mod acks;
+pub(crate) mod buffer;
 pub(crate) mod channel;
 pub(crate) mod emitter;
+pub(crate) mod routing;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::edge::channel::{ChunkCloner, EdgeRef, EdgeShared, EdgeSize, edge, shared_edge};
 use crate::edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
-use crate::edge::emitter::Policy;
+use crate::edge::routing::Policy;
 use crate::error::BuildError;
 use crate::graph::model::{Graph, GraphEdge, GraphNode, NodeKind};
 use crate::graph::wiring::{SharedInputs, SharedPort, SharedSplit, lock};

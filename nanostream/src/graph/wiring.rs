@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::edge::channel::{ChunkCloner, DEFAULT_CHUNK_SIZE, EdgeReceiver, EdgeSender};
-use crate::edge::emitter::{Policy, Stage};
+use crate::edge::emitter::Stage;
+use crate::edge::routing::Policy;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

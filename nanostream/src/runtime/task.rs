@@ -27,7 +27,8 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::channel::{InputSet, TryNext};
-use crate::edge::emitter::{Emitter, Fused, Port, Stage};
+use crate::edge::emitter::{Emitter, Fused, Stage};
+use crate::edge::routing::Port;
 use crate::error::BoxError;
 use crate::graph::wiring::{PortSpec, SharedInputs, SharedPort, fuse_into, take_inputs, take_port};
 use crate::node::{Context, Node, Sink, Source};
