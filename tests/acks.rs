@@ -243,6 +243,67 @@ async fn dead_lettered_items_are_done_once_the_dead_letter_is_consumed() {
     check(&ledger);
 }
 
+/// Records even items, fails on odd ones: a sink whose writes can fail.
+fn store_even(ledger: &Shared) -> impl Sink<In = Item, Error = String> {
+    struct StoreEven(Shared);
+    impl Sink for StoreEven {
+        type In = Item;
+        type Error = String;
+        async fn consume(&mut self, item: Item) -> Result<(), String> {
+            tokio::task::yield_now().await;
+            if !item.n.is_multiple_of(2) {
+                return Err("odd".to_owned());
+            }
+            *self.0.lock().expect("not poisoned").consumed.entry(item.batch).or_default() += 1;
+            Ok(())
+        }
+    }
+    StoreEven(ledger.clone())
+}
+
+/// A sink takes the same dead-letter policy as a node: an item it fails to
+/// write is done once its dead letter is, a written one once it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sinks_dead_lettered_items_are_done_once_the_dead_letter_is_consumed() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
+    let dead = g.sink_with_dead_letters("store", store_even(&ledger), items);
+    g.sink("dead", recorder(&ledger, |d: &nanostream::DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
+    run(g).await;
+    check(&ledger);
+    let consumed: u64 = ledger.lock().expect("not poisoned").consumed.values().sum();
+    assert_eq!(consumed, BATCHES * PER_BATCH, "every item written or dead-lettered, once");
+}
+
+/// A policy of the user's own, written once, wraps a node and a sink alike
+/// and keeps their acknowledgements: here it skips the odd items.
+struct SkipOdd;
+
+impl<N: Node<In = Item>> nanostream::policy::Policy<N> for SkipOdd {
+    async fn process(&mut self, node: &mut N, item: Item, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
+        if item.n.is_multiple_of(2) { node.process(item, out).await } else { Ok(()) }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_policy_wraps_nodes_and_sinks_and_keeps_acknowledgements() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    // The node's policy skips the odd items; renumbered, half of the rest
+    // are odd again and the sink's policy skips them; the sink holds what it
+    // stores until it commits (Transactional). What is left: n % 4 == 0.
+    let expected = (0..PER_BATCH).filter(|n| n % 4 == 0).count() as u64;
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected });
+    let halved = g.node("halve", map(|i: Item| i).with_policy(SkipOdd), items);
+    let renumbered = g.node("renumber", map(|i: Item| Item { batch: i.batch, n: i.n / 2 }), halved);
+    g.sink("store", Transactional::new(&ledger, 3).with_policy(SkipOdd), renumbered);
+    run(g).await;
+    check(&ledger);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_never_counts_dropped_acknowledgements_as_done() {
     let ledger = Shared::default();

@@ -246,7 +246,6 @@ async fn patterns_and_visibility_are_kept() {
 
 #[test]
 fn sinks_can_be_fed_from_plain_streams() {
-    use nanostream::SinkExt;
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     rt.block_on(async {
         let error = store_checked().consume_all(futures::stream::iter([1, 2, 3, 4])).await.expect_err("3 fails");

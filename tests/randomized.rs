@@ -222,6 +222,9 @@ enum SinkKind {
     Slow,
     /// Keeps items and their acknowledgements until no input is ready.
     Holding,
+    /// `Holding` behind an error policy (which never fires): the policy
+    /// layer must hand the sink its acknowledgements and its `flush`.
+    HoldingBehindPolicy,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +272,12 @@ struct Case {
 }
 
 fn sink_kind() -> impl Strategy<Value = SinkKind> {
-    prop_oneof![Just(SinkKind::Immediate), Just(SinkKind::Slow), Just(SinkKind::Holding)]
+    prop_oneof![
+        Just(SinkKind::Immediate),
+        Just(SinkKind::Slow),
+        Just(SinkKind::Holding),
+        Just(SinkKind::HoldingBehindPolicy)
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -515,7 +523,7 @@ impl Sink for Recorder {
 
     fn hold(&mut self, acks: Acks) -> Acks {
         match self.kind {
-            SinkKind::Holding => {
+            SinkKind::Holding | SinkKind::HoldingBehindPolicy => {
                 self.held.push(acks);
                 Acks::default()
             }
@@ -530,7 +538,7 @@ impl Sink for Recorder {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 self.arrive(item);
             }
-            SinkKind::Holding => self.kept.push(item),
+            SinkKind::Holding | SinkKind::HoldingBehindPolicy => self.kept.push(item),
         }
         Ok(())
     }
@@ -804,7 +812,11 @@ fn build(case: &Case, ledger: &Arc<Ledger>) -> Built {
     let mut sinks = Vec::new();
     for (id, (s, kind)) in readers.into_iter().enumerate() {
         let recorder = Recorder { id, kind, ledger: ledger.clone(), kept: Vec::new(), held: Vec::new() };
-        g.sink(format!("sink{id}"), recorder, &streams[s].output);
+        if let SinkKind::HoldingBehindPolicy = kind {
+            g.sink(format!("sink{id}"), recorder.skip_errors(), &streams[s].output);
+        } else {
+            g.sink(format!("sink{id}"), recorder, &streams[s].output);
+        }
         for (o, count) in streams[s].counts.iter().enumerate() {
             terminal[o] += count;
         }

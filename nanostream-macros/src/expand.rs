@@ -72,7 +72,7 @@ fn stub(func: &ItemFn, rejected: Box<Rejected>, krate: Option<syn::Path>) -> Tok
         }
     };
     let out_ty = match (&rejected.kind, emitted.or(returned)) {
-        (Some(Kind::Sink), _) => quote!(()),
+        (Some(Kind::Sink), _) => quote!(#p::Infallible),
         (_, Some(ty)) => quote!(#ty),
         (_, None) => {
             generics.push(quote!(__Out: #p::Send + 'static));

@@ -6,8 +6,11 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 
 use crate::edge::emitter::Emitter;
-use crate::node::{Context, Node, Sink};
-use crate::policy::{Retry, SkipErrors, WithRetry};
+use std::convert::Infallible;
+use std::future::Future;
+
+use crate::node::{Context, Node};
+use crate::policy::{Policy, Retry, Retrying, SkipErrors, WithPolicy};
 
 enum Phase {
     Setup,
@@ -23,9 +26,12 @@ struct Apply<N: Node, S> {
     phase: Phase,
 }
 
-/// Use a [`Node`] as a stream adapter, outside any topology.
-///
-/// Handy for unit-testing a node, or for reusing one in existing async code.
+/// What every node (sinks included) can do: take an error policy
+/// ([`skip_errors`](NodeExt::skip_errors), [`retry`](NodeExt::retry), a
+/// [`Policy`] of your own), or run outside any topology, on a plain stream
+/// ([`apply`](NodeExt::apply), [`consume_all`](NodeExt::consume_all)):
+/// handy for unit-testing a node, or for reusing one in existing async
+/// code.
 pub trait NodeExt: Node + Sized {
     /// Runs the node over `input`: the returned stream yields every output in
     /// order, then the outputs of the final hook.
@@ -84,7 +90,10 @@ pub trait NodeExt: Node + Sized {
                             Some(item) => st.node.process(item, &mut st.out).await,
                             None => {
                                 st.phase = Phase::Done;
-                                st.node.finish(&mut st.out).await
+                                match st.node.flush(&mut st.out).await {
+                                    Ok(()) => st.node.finish(&mut st.out).await,
+                                    Err(error) => Err(error),
+                                }
                             }
                         };
                         let Apply { out, ready, .. } = &mut st;
@@ -126,8 +135,8 @@ pub trait NodeExt: Node + Sized {
     /// # Ok(())
     /// # }
     /// ```
-    fn skip_errors(self) -> SkipErrors<Self> {
-        SkipErrors::new(self)
+    fn skip_errors(self) -> WithPolicy<SkipErrors, Self> {
+        self.with_policy(SkipErrors::new())
     }
 
     /// Retries an item the node fails on, with exponential backoff, as
@@ -153,19 +162,20 @@ pub trait NodeExt: Node + Sized {
     /// let node = lookup().retry(Retry::attempts(3).backoff(Duration::from_millis(50)));
     /// # let _ = node;
     /// ```
-    fn retry(self, policy: Retry) -> WithRetry<Self>
+    fn retry(self, policy: Retry) -> WithPolicy<Retrying, Self>
     where
         Self::In: Clone,
     {
-        WithRetry::new(self, policy)
+        self.with_policy(Retrying::new(policy))
     }
-}
 
-impl<N: Node> NodeExt for N {}
+    /// Wraps the node in an error policy of your own; see [`Policy`].
+    fn with_policy<P: Policy<Self>>(self, policy: P) -> WithPolicy<P, Self> {
+        WithPolicy::new(policy, self)
+    }
 
-/// Use a [`Sink`] on a plain stream, outside any topology.
-pub trait SinkExt: Sink + Sized {
-    /// Feeds every item of `input` to the sink, then runs its final hook.
+    /// Feeds every item of `input` to a sink (a node without output), then
+    /// runs its final hook.
     ///
     /// # Errors
     ///
@@ -174,7 +184,7 @@ pub trait SinkExt: Sink + Sized {
     /// # Examples
     ///
     /// ```
-    /// use nanostream::{SinkExt, prelude::*};
+    /// use nanostream::prelude::*;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -185,32 +195,21 @@ pub trait SinkExt: Sink + Sized {
     /// ```
     fn consume_all<S>(mut self, input: S) -> impl Future<Output = Result<(), Self::Error>>
     where
+        Self: Node<Out = Infallible>,
         S: Stream<Item = Self::In>,
     {
         async move {
             let ctx = Context::detached(std::any::type_name::<Self>());
+            let mut out = Emitter::detached();
             self.setup(&ctx).await?;
             let mut input = std::pin::pin!(input);
             while let Some(item) = input.next().await {
-                self.consume(item).await?;
+                self.process(item, &mut out).await?;
             }
-            self.flush().await?;
-            self.finish().await
+            self.flush(&mut out).await?;
+            self.finish(&mut out).await
         }
-    }
-
-    /// Skips the items this sink fails on; see [`NodeExt::skip_errors`].
-    fn skip_errors(self) -> SkipErrors<Self> {
-        SkipErrors::new(self)
-    }
-
-    /// Retries an item this sink fails on; see [`NodeExt::retry`].
-    fn retry(self, policy: Retry) -> WithRetry<Self>
-    where
-        Self::In: Clone,
-    {
-        WithRetry::new(self, policy)
     }
 }
 
-impl<K: Sink> SinkExt for K {}
+impl<N: Node> NodeExt for N {}

@@ -104,7 +104,7 @@ mod sinks;
 mod sources;
 pub mod testing;
 
-pub use adapt::{NodeExt, SinkExt};
+pub use adapt::NodeExt;
 pub use edge::acks::{AckGuard, AckOutcome, Acks};
 pub use edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
 pub use edge::emitter::{Emitter, Held};
@@ -116,7 +116,7 @@ pub use operators::{
     Windowed, batch, count, filter, filter_map, flat_map, fold_by_key, inspect, map, scan_by_key, sliding, then,
     throttle, tumbling,
 };
-pub use policy::{DeadLetter, Failure, Retry, SkipErrors, WithRetry};
+pub use policy::{DeadLetter, Failure, Retry};
 pub use runtime::report::NodeSnapshot;
 pub use runtime::topology::{Topology, TopologyHandle};
 pub use sinks::{
@@ -219,9 +219,9 @@ pub use nanostream_macros::node;
 /// The names most pipelines need: `use nanostream::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, SinkExt, Source, Topology, TopologyBuilder, batch,
-        count, filter, filter_map, flat_map, fold, fold_by_key, for_each, from_channel, from_iter, from_stream,
-        inspect, into_sink, into_stream, map, node, scan_by_key, sliding, then, throttle, tumbling,
+        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, Source, Topology, TopologyBuilder, batch, count, filter,
+        filter_map, flat_map, fold, fold_by_key, for_each, from_channel, from_iter, from_stream, inspect, into_sink,
+        into_stream, map, node, scan_by_key, sliding, then, throttle, tumbling,
     };
 }
 
@@ -269,15 +269,6 @@ pub mod __private {
         type Error = Infallible;
 
         async fn run(&mut self, _: &mut crate::Emitter<O>) -> Result<(), Infallible> {
-            unreachable!("a rejected #[node] function does not compile")
-        }
-    }
-
-    impl<I: Send + 'static, O: Send + 'static> crate::Sink for Unbuilt<I, O> {
-        type In = I;
-        type Error = Infallible;
-
-        async fn consume(&mut self, _: I) -> Result<(), Infallible> {
             unreachable!("a rejected #[node] function does not compile")
         }
     }

@@ -1,3 +1,4 @@
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -158,6 +159,32 @@ pub trait Node: Send + 'static {
         Now::Later(item)
     }
 
+    /// Receives the acknowledgements owed by the chunk of input about to be
+    /// processed, and returns those its outputs owe (by default, all of
+    /// them): the runtime releases what it is given back once every output
+    /// of the chunk is done, or at once if there is none.
+    ///
+    /// A node keeps acknowledgements per input with [`Emitter::hold`]
+    /// (what `batch` and windows do). This hook is for a node whose work is
+    /// done only later and outside the graph: a sink that writes to Kafka
+    /// and waits for delivery reports, or to a database that commits every
+    /// few seconds. It keeps them, returns an empty [`Acks`], and calls
+    /// [`Acks::release`] once its output is really done; if that never
+    /// happens (the write failed, the pipeline was cancelled), it just drops
+    /// them. See [`Acks`], and [`Sink::hold`] for a sink.
+    fn hold(&mut self, acks: Acks) -> Acks {
+        acks
+    }
+
+    /// Called when no more input is ready, before the node waits for more:
+    /// the moment to write out anything the node buffers outside the graph
+    /// (a sink's client library). Outputs emitted through `out` need no
+    /// such call: the runtime sends them whenever the node waits.
+    fn flush(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = out;
+        async { Ok(()) }
+    }
+
     /// When the node next wants [`on_timer`](Node::on_timer) to run, if
     /// ever.
     ///
@@ -259,6 +286,15 @@ pub trait Source: Send + 'static {
 
 /// A node without output: consumes items.
 ///
+/// A sink *is* a node: every `Sink` is a [`Node`] whose output is
+/// [`Infallible`] (it never emits), so a sink runs with the same lifecycle
+/// as any node (`setup`, the fast path, timers, `flush` before waiting,
+/// `finish`), fused or in a task of its own, and the error policies of
+/// [`NodeExt`](crate::NodeExt) wrap sinks as they wrap nodes. This trait
+/// only spares a sink the output it does not have: implement `consume`
+/// instead of `process`. (A type implements either `Sink` or `Node`, not
+/// both.)
+///
 /// # Examples
 ///
 /// ```
@@ -356,6 +392,54 @@ pub trait Sink: Send + 'static {
     /// failing.
     fn finish(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
+    }
+}
+
+/// Every sink is a node that never emits: one lifecycle for both.
+impl<K: Sink> Node for K {
+    type In = K::In;
+    type Out = Infallible;
+    type Error = K::Error;
+
+    fn setup(&mut self, ctx: &Context) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        Sink::setup(self, ctx)
+    }
+
+    fn process(
+        &mut self,
+        item: K::In,
+        _: &mut Emitter<Infallible>,
+    ) -> impl Future<Output = Result<(), K::Error>> + Send {
+        self.consume(item)
+    }
+
+    #[inline]
+    fn process_now(&mut self, item: K::In) -> Now<K::In, Infallible, K::Error> {
+        match self.consume_now(item) {
+            Now::Emit(()) | Now::Nothing => Now::Nothing,
+            Now::Fail(error) => Now::Fail(error),
+            Now::Later(item) => Now::Later(item),
+        }
+    }
+
+    fn hold(&mut self, acks: Acks) -> Acks {
+        Sink::hold(self, acks)
+    }
+
+    fn flush(&mut self, _: &mut Emitter<Infallible>) -> impl Future<Output = Result<(), K::Error>> + Send {
+        Sink::flush(self)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Sink::deadline(self)
+    }
+
+    fn on_timer(&mut self, _: &mut Emitter<Infallible>) -> impl Future<Output = Result<(), K::Error>> + Send {
+        Sink::on_timer(self)
+    }
+
+    fn finish(&mut self, _: &mut Emitter<Infallible>) -> impl Future<Output = Result<(), K::Error>> + Send {
+        Sink::finish(self)
     }
 }
 

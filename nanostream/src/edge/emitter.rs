@@ -411,6 +411,13 @@ impl<T> Emitter<T> {
         core.is_closed()
     }
 
+    /// Gives up what the current input owes: the pipeline is torn down, so
+    /// the input is not done.
+    pub(crate) fn abandon_input(&mut self) {
+        let mut core = self.lock();
+        core.buffer.current = Owed::default();
+    }
+
     /// Ends the current input; returns whether every reader has stopped.
     pub(crate) fn end_input_closed(&mut self) -> bool {
         let mut core = self.lock();

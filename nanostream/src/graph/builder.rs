@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use crate::edge::routing::Policy;
 use crate::error::BuildError;
 use crate::graph::model::{Graph, GraphEdge, GraphNode, NodeKind};
 use crate::graph::wiring::{SharedInputs, SharedPort, SharedSplit, lock};
-use crate::node::{Node, Sink, Source};
+use crate::node::{Node, Source};
 use crate::policy::DeadLetter;
 use crate::runtime::task::{self, Prepared};
 use crate::runtime::topology::{NodePlan, Topology};
@@ -481,12 +482,24 @@ impl TopologyBuilder {
         self.output(id, port)
     }
 
-    /// Adds a sink: a node without output that reads `inputs`.
-    pub fn sink<K: Sink>(&mut self, name: impl Into<String>, sink: K, inputs: impl Inputs<K::In>) {
+    /// Adds a sink: a node without output that reads `inputs` (a
+    /// [`Sink`](crate::Sink), or a node wrapped in an error policy).
+    pub fn sink<K>(&mut self, name: impl Into<String>, sink: K, inputs: impl Inputs<K::In>)
+    where
+        K: Node<Out = Infallible>,
+    {
+        self.add_sink(name.into(), sink, inputs);
+    }
+
+    fn add_sink<K>(&mut self, name: String, sink: K, inputs: impl Inputs<K::In>) -> usize
+    where
+        K: Node<Out = Infallible>,
+    {
         let receivers: SharedInputs<K::In> = Arc::default();
         let r = receivers.clone();
-        let id = self.add_node(name.into(), NodeKind::Sink, task::prepare_sink(sink, r));
+        let id = self.add_node(name, NodeKind::Sink, task::prepare_sink(sink, r));
         self.connect_links(id, inputs.links(), &receivers);
+        id
     }
 
     fn split<T>(&mut self, output: Output<T>, parts: usize, policy: Policy<T>) -> Vec<Output<T>> {
@@ -781,6 +794,56 @@ impl TopologyBuilder {
         let dead = self.source(format!("{name}.dead_letters"), letters);
         self.side_edges.push((out.node, dead.node, "dead letters"));
         (out, dead)
+    }
+
+    /// Adds a sink whose failures do not stop the pipeline: each input the
+    /// sink fails to write (error or panic) becomes a [`DeadLetter`], as
+    /// with [`node_with_dead_letters`](TopologyBuilder::node_with_dead_letters),
+    /// on the returned output. An input's acknowledgements are done once it
+    /// is written, or once its dead letter is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    ///
+    /// #[node]
+    /// async fn store(order: u32) -> Result<(), String> {
+    ///     if order % 2 == 0 { Ok(()) } else { Err(format!("order {order} rejected")) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// let mut g = Topology::builder();
+    /// let orders = g.source("orders", from_iter(1..=4u32));
+    /// let rejected = g.sink_with_dead_letters("store", store(), orders);
+    /// let (keep, dead) = into_stream(16);
+    /// g.sink("rejected", keep, rejected);
+    /// g.build()?.run().await?;
+    ///
+    /// use futures::StreamExt;
+    /// let dead: Vec<_> = dead.map(|letter| letter.input).collect().await;
+    /// assert_eq!(dead, [1, 3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sink_with_dead_letters<K>(
+        &mut self,
+        name: impl Into<String>,
+        sink: K,
+        inputs: impl Inputs<K::In>,
+    ) -> DeadLetterOutput<K>
+    where
+        K: Node<Out = Infallible>,
+        K::In: Clone,
+    {
+        let name = name.into();
+        let capacity = self.default_capacity.clamp(1, 1024);
+        let (sink, letters) = crate::policy::dead_letter::dead_lettering(sink, capacity);
+        let id = self.add_sink(name.clone(), sink, inputs);
+        let dead = self.source(format!("{name}.dead_letters"), letters);
+        self.side_edges.push((id, dead.node, "dead letters"));
+        dead
     }
 
     /// Adds a pass-through node whose inputs are connected later with

@@ -1,33 +1,29 @@
 //! `node_with_dead_letters`: a failing input and its error go to other nodes.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::edge::acks::Acks;
 use crate::edge::emitter::Emitter;
 use crate::node::{Context, Node, Now, Source};
+use crate::policy::failure::{DeadLetter, Failure};
+use crate::policy::layer::{Policy, WithPolicy};
 use crate::runtime::step::panic_message;
 
-use crate::policy::failure::{DeadLetter, Failure};
-
-type Letter<N> = (DeadLetter<<N as Node>::In, <N as Node>::Error>, Acks);
-
-/// A node whose failures become [`DeadLetter`]s on a second output.
-pub(crate) struct DeadLettering<N: Node> {
-    inner: N,
-    clone: fn(&N::In) -> N::In,
-    tx: mpsc::Sender<Letter<N>>,
+/// The policy that sends the items a node fails on, with the failure, to a
+/// second output as [`DeadLetter`]s.
+pub(crate) struct DeadLetters<In, E> {
+    clone: fn(&In) -> In,
+    tx: mpsc::Sender<(DeadLetter<In, E>, Acks)>,
     name: String,
     /// A failure found on the fast path, sent by the slow path.
-    pending: Option<DeadLetter<N::In, N::Error>>,
+    pending: Option<DeadLetter<In, E>>,
 }
 
-impl<N: Node> DeadLettering<N> {
-    fn letter(&self, input: N::In, failure: Failure<N::Error>) -> DeadLetter<N::In, N::Error> {
+impl<In, E> DeadLetters<In, E> {
+    fn letter(&self, input: In, failure: Failure<E>) -> DeadLetter<In, E> {
         DeadLetter { node: self.name.clone(), input, failure }
     }
 }
@@ -40,17 +36,12 @@ async fn send_letter<In, E>(tx: &mpsc::Sender<(DeadLetter<In, E>, Acks)>, letter
     }
 }
 
-impl<N: Node> Node for DeadLettering<N> {
-    type In = N::In;
-    type Out = N::Out;
-    type Error = N::Error;
-
-    async fn setup(&mut self, ctx: &Context) -> Result<(), N::Error> {
+impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
+    fn setup(&mut self, ctx: &Context) {
         self.name = ctx.name().to_owned();
-        self.inner.setup(ctx).await
     }
 
-    async fn process(&mut self, item: N::In, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
+    async fn process(&mut self, node: &mut N, item: N::In, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
         if let Some(letter) = self.pending.take() {
             // `item` is the copy the fast path handed over; it already failed.
             drop(item);
@@ -58,7 +49,7 @@ impl<N: Node> Node for DeadLettering<N> {
             return Ok(());
         }
         let keep = (self.clone)(&item);
-        let failure = match AssertUnwindSafe(self.inner.process(item, out)).catch_unwind().await {
+        let failure = match AssertUnwindSafe(node.process(item, out)).catch_unwind().await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => Failure::Error(error),
             Err(panic) => Failure::Panic(panic_message(&*panic)),
@@ -69,9 +60,9 @@ impl<N: Node> Node for DeadLettering<N> {
     }
 
     #[inline]
-    fn process_now(&mut self, item: N::In) -> Now<N::In, N::Out, N::Error> {
+    fn process_now(&mut self, node: &mut N, item: N::In) -> Now<N::In, N::Out, N::Error> {
         let keep = (self.clone)(&item);
-        let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.process_now(item))) {
+        let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| node.process_now(item))) {
             Ok(Now::Fail(error)) => Failure::Error(error),
             Ok(Now::Later(_)) => return Now::Later(keep),
             Ok(now) => return now,
@@ -81,18 +72,6 @@ impl<N: Node> Node for DeadLettering<N> {
         let copy = (self.clone)(&keep);
         self.pending = Some(self.letter(keep, failure));
         Now::Later(copy)
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.inner.deadline()
-    }
-
-    fn on_timer(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
-        self.inner.on_timer(out)
-    }
-
-    fn finish(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
-        self.inner.finish(out)
     }
 }
 
@@ -130,6 +109,9 @@ impl<In: Send + 'static, E: Send + 'static> Source for LetterSource<In, E> {
     }
 }
 
+/// A node whose failures go to its dead letters.
+pub(crate) type DeadLettering<N> = WithPolicy<DeadLetters<<N as Node>::In, <N as Node>::Error>, N>;
+
 /// Builds the pair behind `node_with_dead_letters`.
 pub(crate) fn dead_lettering<N>(inner: N, capacity: usize) -> (DeadLettering<N>, LetterSource<N::In, N::Error>)
 where
@@ -137,8 +119,6 @@ where
     N::In: Clone,
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (
-        DeadLettering { inner, clone: <N::In as Clone>::clone, tx, name: String::new(), pending: None },
-        LetterSource { rx },
-    )
+    let policy = DeadLetters { clone: <N::In as Clone>::clone, tx, name: String::new(), pending: None };
+    (WithPolicy::new(policy, inner), LetterSource { rx })
 }

@@ -11,6 +11,11 @@
 //!   route the failing input and its error, as a [`DeadLetter`], to other
 //!   nodes of the graph.
 //!
+//! Each is a [`Policy`]: a layer around a node's per-item step, written
+//! once for every node and sink ([`WithPolicy`] forwards the rest of the
+//! node's lifecycle). [`NodeExt::with_policy`](crate::NodeExt::with_policy)
+//! applies a policy of your own.
+//!
 //! A panic while processing an item is an error like any other: skipped or
 //! dead-lettered by those policies, and a failure of the node otherwise.
 //!
@@ -18,9 +23,11 @@
 
 pub(crate) mod dead_letter;
 mod failure;
+mod layer;
 mod retry;
 mod skip;
 
 pub use failure::{DeadLetter, Failure};
-pub use retry::{Retry, WithRetry};
+pub use layer::{Policy, WithPolicy};
+pub use retry::{Retry, Retrying};
 pub use skip::SkipErrors;

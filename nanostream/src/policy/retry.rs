@@ -1,15 +1,11 @@
 //! `retry`: try a failing item again with exponential backoff.
 
-use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::edge::acks::Acks;
 use crate::edge::emitter::Emitter;
-use crate::node::{Context, Node, Now, Sink};
-
+use crate::node::{Context, Node, Now};
 use crate::policy::failure::describe;
+use crate::policy::layer::Policy;
 
 /// How [`NodeExt::retry`](crate::NodeExt::retry) retries a failing item.
 ///
@@ -62,11 +58,10 @@ impl Retry {
     }
 }
 
-/// A node or sink that retries failing items; see
+/// The policy that retries the items a node fails on; see
 /// [`NodeExt::retry`](crate::NodeExt::retry).
 #[derive(Debug)]
-pub struct WithRetry<N> {
-    inner: N,
+pub struct Retrying {
     policy: Retry,
     ctx: Option<Context>,
     /// The fast path already failed once on the item it hands to the slow
@@ -74,9 +69,9 @@ pub struct WithRetry<N> {
     failed_once: bool,
 }
 
-impl<N> WithRetry<N> {
-    pub(crate) fn new(inner: N, policy: Retry) -> Self {
-        Self { inner, policy, ctx: None, failed_once: false }
+impl Retrying {
+    pub(crate) fn new(policy: Retry) -> Self {
+        Self { policy, ctx: None, failed_once: false }
     }
 }
 
@@ -92,28 +87,23 @@ async fn retry_later(policy: Retry, ctx: Option<&Context>, failures: u32, error:
     }
 }
 
-impl<N> Node for WithRetry<N>
+impl<N> Policy<N> for Retrying
 where
     N: Node,
     N::In: Clone,
 {
-    type In = N::In;
-    type Out = N::Out;
-    type Error = N::Error;
-
-    async fn setup(&mut self, ctx: &Context) -> Result<(), N::Error> {
+    fn setup(&mut self, ctx: &Context) {
         self.ctx = Some(ctx.clone());
-        self.inner.setup(ctx).await
     }
 
-    async fn process(&mut self, item: N::In, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
+    async fn process(&mut self, node: &mut N, item: N::In, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
         let mut failures = 0;
         if std::mem::take(&mut self.failed_once) {
             failures = 1;
             retry_later(self.policy, self.ctx.as_ref(), failures, "failed on the fast path").await;
         }
         loop {
-            match self.inner.process(item.clone(), out).await {
+            match node.process(item.clone(), out).await {
                 Ok(()) => return Ok(()),
                 Err(error) if failures + 1 >= self.policy.attempts => return Err(error),
                 Err(error) => {
@@ -125,9 +115,9 @@ where
     }
 
     #[inline]
-    fn process_now(&mut self, item: N::In) -> Now<N::In, N::Out, N::Error> {
+    fn process_now(&mut self, node: &mut N, item: N::In) -> Now<N::In, N::Out, N::Error> {
         let keep = item.clone();
-        match self.inner.process_now(item) {
+        match node.process_now(item) {
             Now::Fail(error) if self.policy.attempts > 1 => {
                 drop(error);
                 self.failed_once = true;
@@ -136,65 +126,5 @@ where
             Now::Later(_) => Now::Later(keep),
             now => now,
         }
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.inner.deadline()
-    }
-
-    fn on_timer(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
-        self.inner.on_timer(out)
-    }
-
-    fn finish(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
-        self.inner.finish(out)
-    }
-}
-
-impl<K> Sink for WithRetry<K>
-where
-    K: Sink,
-    K::In: Clone,
-{
-    type In = K::In;
-    type Error = K::Error;
-
-    async fn setup(&mut self, ctx: &Context) -> Result<(), K::Error> {
-        self.ctx = Some(ctx.clone());
-        self.inner.setup(ctx).await
-    }
-
-    fn hold(&mut self, acks: Acks) -> Acks {
-        self.inner.hold(acks)
-    }
-
-    async fn consume(&mut self, item: K::In) -> Result<(), K::Error> {
-        let mut failures = 0;
-        loop {
-            match self.inner.consume(item.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(error) if failures + 1 >= self.policy.attempts => return Err(error),
-                Err(error) => {
-                    failures += 1;
-                    retry_later(self.policy, self.ctx.as_ref(), failures, &describe(error)).await;
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self) -> impl Future<Output = Result<(), K::Error>> + Send {
-        self.inner.flush()
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.inner.deadline()
-    }
-
-    fn on_timer(&mut self) -> impl Future<Output = Result<(), K::Error>> + Send {
-        self.inner.on_timer()
-    }
-
-    fn finish(&mut self) -> impl Future<Output = Result<(), K::Error>> + Send {
-        self.inner.finish()
     }
 }

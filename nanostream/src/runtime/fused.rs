@@ -30,10 +30,10 @@ use tracing::Instrument;
 use crate::edge::acks::Acks;
 use crate::edge::channel::{Chunk, GiveBack};
 use crate::edge::emitter::{Emitter, Stage, StageStopped};
-use crate::node::{Context, Node, Sink};
+use crate::node::{Context, Node};
 use crate::runtime::stats::{BusyClock, Started};
 use crate::runtime::status::Stop;
-use crate::runtime::step::{Step, consume_now, failure, panic_message, process_now};
+use crate::runtime::step::{Step, failure, panic_message, process_now};
 
 type Panic = Box<dyn Any + Send>;
 /// A call into the node that needs the asynchronous path: the node is moved
@@ -57,32 +57,6 @@ enum Items<T> {
 fn give_back<T>(slot: &mut Vec<T>, mut drained: Vec<T>) {
     drained.clear();
     *slot = drained;
-}
-
-/// Where [`consume_items`] stopped, with the items left.
-type Consumed<K> = (Step<<K as Sink>::In, <K as Sink>::Error>, Items<<K as Sink>::In>);
-
-/// Consumes a chunk's items without awaiting for as long as the sink allows,
-/// keeping the chunk's allocation; `spare` is an empty allocation to keep
-/// the rest of an interrupted chunk in.
-fn consume_items<K: Sink>(sink: &mut K, items: Items<K::In>, spare: &mut Vec<K::In>) -> Consumed<K> {
-    match items {
-        Items::Fresh(mut drained) => {
-            let (step, drain) = consume_now(sink, drained.drain(..));
-            if let Step::Done = step {
-                drop(drain);
-                return (step, Items::Fresh(drained));
-            }
-            let mut stack = std::mem::take(spare);
-            stack.extend(drain);
-            stack.reverse();
-            (step, Items::Rest { stack, drained })
-        }
-        Items::Rest { mut stack, drained } => {
-            let (step, _) = consume_now(sink, Popping(&mut stack));
-            (step, Items::Rest { stack, drained })
-        }
-    }
 }
 
 /// The items of a reversed `Vec`, in their original order.
@@ -214,9 +188,16 @@ pub(crate) fn node_stage<N: Node>(
     ctx: Context,
     give_back: Option<GiveBack<N::In>>,
 ) -> Box<dyn Stage<N::In>> {
-    let mut stage = NodeStage::new(node, out, ctx, process_call::<N>);
+    let mut stage = NodeStage::new(node, out, ctx, process_call::<N>, flush_call::<N>);
     stage.give_back = give_back;
     Box::new(stage)
+}
+
+/// A node's `flush`, run whenever its task is about to wait after some
+/// input: kept in an allocation made once, like the items' futures.
+async fn flush_call<N: Node>(mut node: N, mut out: Emitter<N::Out>) -> (N, Result<(), N::Error>) {
+    let result = node.flush(&mut out).await;
+    (node, result)
 }
 
 /// The asynchronous path for one item: the node moves into the future and
@@ -226,10 +207,11 @@ async fn process_call<N: Node>(mut node: N, item: N::In, mut out: Emitter<N::Out
     (node, result)
 }
 
-/// A [`Node`] running as a stage of the emitter before it. `F` is the
-/// future of [`process_call`]: kept in one allocation made once, so that an
-/// item whose future is ready at once costs no allocation.
-pub(crate) struct NodeStage<N: Node, F> {
+/// A [`Node`] (or a sink: a node without output) running as a stage of the
+/// emitter before it. `F` is the future of [`process_call`] and `G` that of
+/// [`flush_call`]: each kept in one allocation made once, so that an item
+/// whose future is ready at once costs no allocation.
+pub(crate) struct NodeStage<N: Node, F, G> {
     /// `None` while a call holds it.
     node: Option<N>,
     out: Emitter<N::Out>,
@@ -237,12 +219,17 @@ pub(crate) struct NodeStage<N: Node, F> {
     /// The item in progress on the asynchronous path.
     item: Slot<F>,
     make: fn(N, N::In, Emitter<N::Out>) -> F,
+    /// The node's `flush` in progress.
+    flushing: Slot<G>,
+    make_flush: fn(N, Emitter<N::Out>) -> G,
     /// An empty allocation for the rest of an interrupted chunk.
     stack: Vec<N::In>,
     /// The allocation of the last chunk, for the emitter before this stage.
     returned: Vec<N::In>,
     /// See [`node_stage`].
     give_back: Option<GiveBack<N::In>>,
+    /// Processed input since the node's last `flush`.
+    dirty: bool,
     phase: Phase,
     shared: Shared,
 }
@@ -260,17 +247,26 @@ enum NodeWork<N: Node> {
         rest: Items<N::In>,
         started: Started,
     },
+    /// The node's `flush` (in `flushing`).
+    Flush,
     Call {
         call: Call<N, N::Error>,
         after: After,
     },
 }
 
-impl<N: Node, F> NodeStage<N, F>
+impl<N: Node, F, G> NodeStage<N, F, G>
 where
     F: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
+    G: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
 {
-    fn new(node: N, out: Emitter<N::Out>, ctx: Context, make: fn(N, N::In, Emitter<N::Out>) -> F) -> Self {
+    fn new(
+        node: N,
+        out: Emitter<N::Out>,
+        ctx: Context,
+        make: fn(N, N::In, Emitter<N::Out>) -> F,
+        make_flush: fn(N, Emitter<N::Out>) -> G,
+    ) -> Self {
         let shared = Shared::new(ctx);
         let setup_ctx = shared.ctx.clone();
         let call = guarded(
@@ -287,9 +283,12 @@ where
             work: NodeWork::Call { call, after: After::Setup },
             item: Box::pin(None),
             make,
+            flushing: Box::pin(None),
+            make_flush,
             stack: Vec::new(),
             returned: Vec::new(),
             give_back: None,
+            dirty: false,
             phase: Phase::Open,
             shared,
         }
@@ -340,6 +339,11 @@ where
                                     drained
                                 }
                             };
+                            self.dirty = true;
+                            if self.shared.ctx.has_failed() {
+                                // Torn down meanwhile: nothing new is done.
+                                self.out.abandon_input();
+                            }
                             // The emitter before this stage gets the allocation
                             // back for its next chunk, unless it has not taken
                             // the last one: then this node's own output may.
@@ -396,6 +400,23 @@ where
                         }
                     }
                 }
+                NodeWork::Flush => match poll_slot(&mut self.flushing, &self.shared.span, cx) {
+                    Poll::Pending => {
+                        self.work = NodeWork::Flush;
+                        let _ = self.out.poll_flush(cx);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
+                    Poll::Ready(Ok((node, result))) => {
+                        self.node = Some(node);
+                        if let Err(error) = result {
+                            return Poll::Ready(Err(self.shared.fail(error)));
+                        }
+                        if self.out.end_input_closed() {
+                            return Poll::Ready(Err(StageStopped));
+                        }
+                    }
+                },
                 NodeWork::Call { mut call, after } => match call.as_mut().poll(cx) {
                     Poll::Pending => {
                         self.work = NodeWork::Call { call, after };
@@ -460,9 +481,10 @@ fn run_now<N: Node>(
     }
 }
 
-impl<N: Node, F> Stage<N::In> for NodeStage<N, F>
+impl<N: Node, F, G> Stage<N::In> for NodeStage<N, F, G>
 where
     F: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
+    G: Future<Output = (N, Result<(), N::Error>)> + Send + 'static,
 {
     fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
         ready!(self.drive(cx))?;
@@ -491,16 +513,24 @@ where
     fn start_send(&mut self, chunk: Chunk<N::In>) {
         debug_assert!(matches!(self.work, NodeWork::Idle), "a stage takes a chunk only when ready");
         self.shared.ctx.stats().add_received(chunk.items.len(), 0);
-        self.work = NodeWork::Chunk {
-            items: Items::Fresh(chunk.items),
-            acks: Some(chunk.acks),
-            started: self.shared.busy.start(),
-        };
+        let node = self.node.as_mut().expect("nanostream: a fused node is missing between calls");
+        let acks = node.hold(chunk.acks);
+        self.work =
+            NodeWork::Chunk { items: Items::Fresh(chunk.items), acks: Some(acks), started: self.shared.busy.start() };
     }
 
     fn poll_flush(&mut self, cx: &mut TaskCx<'_>, idle: bool) -> Poll<Result<(), StageStopped>> {
         loop {
             ready!(self.drive(cx))?;
+            if idle && self.dirty && self.phase == Phase::Open {
+                // The task has nothing more ready: the moment for the node
+                // to write out what it buffers outside the graph.
+                self.dirty = false;
+                let node = self.node.take().expect("nanostream: a fused node is missing between calls");
+                self.flushing.set(Some((self.make_flush)(node, self.out.handle())));
+                self.work = NodeWork::Flush;
+                continue;
+            }
             ready!(if idle { self.out.poll_flush(cx) } else { self.out.poll_flush_busy(cx) });
             if self.out.is_closed() {
                 return Poll::Ready(Err(StageStopped));
@@ -540,289 +570,6 @@ where
                     self.phase = Phase::Closed;
                 }
                 Phase::Closed => return Poll::Ready(Ok(())),
-            }
-        }
-    }
-}
-
-/// Makes `sink` a stage of the emitter before it.
-pub(crate) fn sink_stage<K: Sink>(sink: K, ctx: Context) -> Box<dyn Stage<K::In>> {
-    Box::new(SinkStage::new(sink, ctx, consume_call::<K>, flush_call::<K>))
-}
-
-/// A sink's `flush`, which a fused sink runs after every chunk: kept in an
-/// allocation made once, like the items' futures.
-async fn flush_call<K: Sink>(mut sink: K) -> (K, Result<(), K::Error>) {
-    let result = sink.flush().await;
-    (sink, result)
-}
-
-/// The asynchronous path for one item of a sink.
-async fn consume_call<K: Sink>(mut sink: K, item: K::In) -> (K, Result<(), K::Error>) {
-    let result = sink.consume(item).await;
-    (sink, result)
-}
-
-/// A [`Sink`] running as a stage of the emitter before it; `F` is the
-/// future of [`consume_call`], kept as [`NodeStage`] keeps its own.
-pub(crate) struct SinkStage<K: Sink, F, G> {
-    sink: Option<K>,
-    work: SinkWork<K>,
-    item: Slot<F>,
-    make: fn(K, K::In) -> F,
-    /// The `flush` in progress.
-    flushing: Slot<G>,
-    make_flush: fn(K) -> G,
-    /// An empty allocation for the rest of an interrupted chunk.
-    stack: Vec<K::In>,
-    /// The allocation of the last chunk, for the emitter before this stage.
-    returned: Vec<K::In>,
-    /// Consumed something since the last `flush`.
-    dirty: bool,
-    phase: Phase,
-    shared: Shared,
-}
-
-/// A chunk a call into the sink interrupted: the items left, what the
-/// chunk owes, when it started.
-type Interrupted<K> = (Items<<K as Sink>::In>, Acks, Started);
-
-enum SinkWork<K: Sink> {
-    Idle,
-    Chunk {
-        items: Items<K::In>,
-        held: Acks,
-        started: Started,
-    },
-    /// An item on the asynchronous path (in `item`), then the rest of its
-    /// chunk.
-    Item {
-        interrupted: Interrupted<K>,
-    },
-    /// The sink's `flush` (in `flushing`).
-    Flush,
-    Call {
-        call: Call<K, K::Error>,
-    },
-}
-
-impl<K: Sink, F, G> SinkStage<K, F, G>
-where
-    F: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
-    G: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
-{
-    fn new(sink: K, ctx: Context, make: fn(K, K::In) -> F, make_flush: fn(K) -> G) -> Self {
-        let shared = Shared::new(ctx);
-        let setup_ctx = shared.ctx.clone();
-        let call = guarded(
-            async move {
-                let mut sink = sink;
-                let result = sink.setup(&setup_ctx).await;
-                (sink, result)
-            },
-            &shared.span,
-        );
-        Self {
-            sink: None,
-            work: SinkWork::Call { call },
-            item: Box::pin(None),
-            make,
-            flushing: Box::pin(None),
-            make_flush,
-            stack: Vec::new(),
-            returned: Vec::new(),
-            dirty: false,
-            phase: Phase::Open,
-            shared,
-        }
-    }
-
-    fn call<C>(&mut self, make: impl FnOnce(K) -> C) -> Call<K, K::Error>
-    where
-        C: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
-    {
-        let sink = self.sink.take().expect("nanostream: a fused sink is called while a call holds it");
-        guarded(make(sink), &self.shared.span)
-    }
-
-    fn drive(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
-        loop {
-            match std::mem::replace(&mut self.work, SinkWork::Idle) {
-                SinkWork::Idle => return Poll::Ready(Ok(())),
-                SinkWork::Chunk { items, held, started } => {
-                    let sink = self.sink.as_mut().expect("nanostream: a fused sink is missing between calls");
-                    let entered = self.shared.span.enter();
-                    let stack = &mut self.stack;
-                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| consume_items(sink, items, stack)));
-                    drop(entered);
-                    let (step, rest) = match ran {
-                        Ok(done) => done,
-                        Err(panic) => return Poll::Ready(Err(self.shared.panicked(&panic))),
-                    };
-                    self.dirty = true;
-                    match step {
-                        Step::Done => {
-                            let drained = match rest {
-                                Items::Fresh(drained) => drained,
-                                Items::Rest { stack, drained } => {
-                                    self.stack = stack;
-                                    drained
-                                }
-                            };
-                            give_back(&mut self.returned, drained);
-                            self.chunk_done(held, started);
-                        }
-                        Step::Full => unreachable!("a sink has no output buffer"),
-                        Step::Fail(error) => return Poll::Ready(Err(self.shared.fail(error))),
-                        Step::Later(item) => {
-                            let sink = self.sink.take().expect("nanostream: a fused sink is missing between calls");
-                            self.item.set(Some((self.make)(sink, item)));
-                            self.work = SinkWork::Item { interrupted: (rest, held, started) };
-                        }
-                    }
-                }
-                SinkWork::Item { interrupted } => match poll_slot(&mut self.item, &self.shared.span, cx) {
-                    Poll::Pending => {
-                        self.work = SinkWork::Item { interrupted };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(done) => {
-                        self.called(done)?;
-                        let (items, held, started) = interrupted;
-                        self.work = SinkWork::Chunk { items, held, started };
-                    }
-                },
-                SinkWork::Flush => match poll_slot(&mut self.flushing, &self.shared.span, cx) {
-                    Poll::Pending => {
-                        self.work = SinkWork::Flush;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(done) => self.called(done)?,
-                },
-                SinkWork::Call { mut call } => match call.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        self.work = SinkWork::Call { call };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
-                    Poll::Ready(Ok((sink, result))) => {
-                        self.sink = Some(sink);
-                        if let Err(error) = result {
-                            return Poll::Ready(Err(self.shared.fail(error)));
-                        }
-                    }
-                },
-            }
-        }
-    }
-
-    /// A call into the sink is over: the sink is back, or it panicked.
-    fn called(&mut self, done: Called<K, K::Error>) -> Result<(), StageStopped> {
-        match done {
-            Err(panic) => Err(self.shared.panicked(&panic)),
-            Ok((sink, result)) => {
-                self.sink = Some(sink);
-                result.map_err(|error| self.shared.fail(error))
-            }
-        }
-    }
-
-    /// Every item of a chunk is consumed: release what it owed, unless the
-    /// pipeline failed meanwhile.
-    fn chunk_done(&mut self, held: Acks, started: Started) {
-        if self.shared.ctx.has_failed() {
-            drop(held);
-        } else {
-            held.release();
-        }
-        self.shared.ctx.stats().add_busy_since(started);
-    }
-}
-
-impl<K: Sink, F, G> Stage<K::In> for SinkStage<K, F, G>
-where
-    F: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
-    G: Future<Output = (K, Result<(), K::Error>)> + Send + 'static,
-{
-    fn poll_ready(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
-        ready!(self.drive(cx))?;
-        let deadline = self.sink.as_ref().and_then(Sink::deadline);
-        if self.phase == Phase::Open && self.shared.due(deadline, cx) {
-            // A timer keeps its time while input keeps coming.
-            ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
-            let call = self.call(|mut sink| async move {
-                let result = sink.on_timer().await;
-                (sink, result)
-            });
-            self.work = SinkWork::Call { call };
-            ready!(self.drive(cx))?;
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn recycle(&mut self) -> Vec<K::In> {
-        std::mem::take(&mut self.returned)
-    }
-
-    fn start_send(&mut self, chunk: Chunk<K::In>) {
-        debug_assert!(matches!(self.work, SinkWork::Idle), "a stage takes a chunk only when ready");
-        self.shared.ctx.stats().add_received(chunk.items.len(), 0);
-        let sink = self.sink.as_mut().expect("nanostream: a fused sink is missing between calls");
-        let held = sink.hold(chunk.acks);
-        self.work = SinkWork::Chunk { items: Items::Fresh(chunk.items), held, started: self.shared.busy.start() };
-    }
-
-    fn poll_flush(&mut self, cx: &mut TaskCx<'_>, idle: bool) -> Poll<Result<(), StageStopped>> {
-        loop {
-            ready!(self.drive(cx))?;
-            if self.phase != Phase::Open {
-                return Poll::Ready(Ok(()));
-            }
-            if idle && self.dirty {
-                // The task has nothing more ready: the moment to write out
-                // what the sink buffers, as a sink task does before waiting.
-                self.dirty = false;
-                let sink = self.sink.take().expect("nanostream: a fused sink is missing between calls");
-                self.flushing.set(Some((self.make_flush)(sink)));
-                self.work = SinkWork::Flush;
-                continue;
-            }
-            let deadline = self.sink.as_ref().and_then(Sink::deadline);
-            if self.shared.due(deadline, cx) {
-                ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
-                let call = self.call(|mut sink| async move {
-                    let result = sink.on_timer().await;
-                    (sink, result)
-                });
-                self.work = SinkWork::Call { call };
-                continue;
-            }
-            return Poll::Ready(Ok(()));
-        }
-    }
-
-    fn poll_close(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
-        loop {
-            ready!(self.poll_flush(cx, false))?;
-            match self.phase {
-                Phase::Open => {
-                    self.phase = Phase::Closing;
-                    self.shared.timer = None;
-                    if !self.shared.ctx.has_failed() {
-                        let call = self.call(|mut sink| async move {
-                            let mut result = sink.flush().await;
-                            if result.is_ok() {
-                                result = sink.finish().await;
-                            }
-                            (sink, result)
-                        });
-                        self.work = SinkWork::Call { call };
-                    }
-                }
-                Phase::Closing | Phase::Closed => {
-                    self.phase = Phase::Closed;
-                    return Poll::Ready(Ok(()));
-                }
             }
         }
     }

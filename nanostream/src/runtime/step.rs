@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use crate::error::BoxError;
-use crate::node::{Node, Now, Sink};
+use crate::node::{Node, Now};
 use crate::runtime::stats::NodeStats;
 
 /// Where a synchronous run over a chunk stopped.
@@ -65,23 +65,6 @@ where
         }
     }
     (Step::Done, items, buf)
-}
-
-/// Consumes items without awaiting for as long as the sink allows.
-#[inline]
-pub(crate) fn consume_now<I, K>(sink: &mut K, mut items: I) -> (Step<K::In, K::Error>, I)
-where
-    I: Iterator<Item = K::In>,
-    K: Sink,
-{
-    while let Some(item) = items.next() {
-        match sink.consume_now(item) {
-            Now::Emit(()) | Now::Nothing => {}
-            Now::Fail(error) => return (Step::Fail(error), items),
-            Now::Later(item) => return (Step::Later(item), items),
-        }
-    }
-    (Step::Done, items)
 }
 
 /// Counts an error against the node before it is returned.

@@ -16,6 +16,7 @@
 //!   itself, before its edges drop, so downstream nodes never mistake a
 //!   truncated stream for a finished one and the outcome cannot miss it.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
@@ -31,8 +32,8 @@ use crate::edge::emitter::{Emitter, Fused, Stage};
 use crate::edge::routing::Port;
 use crate::error::BoxError;
 use crate::graph::wiring::{PortSpec, SharedInputs, SharedPort, fuse_into, take_inputs, take_port};
-use crate::node::{Context, Node, Sink, Source};
-use crate::runtime::fused::{node_stage, sink_stage};
+use crate::node::{Context, Node, Source};
+use crate::runtime::fused::node_stage;
 use crate::runtime::stats::NodeStats;
 use crate::runtime::status::Stop;
 use crate::runtime::step::{failure, panic_message};
@@ -219,14 +220,18 @@ async fn drive_source<S: Source>(
     Ok(())
 }
 
-pub(crate) fn prepare_sink<K: Sink>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
+/// A sink is a node without output: its stage writes into an emitter that
+/// nothing reads (it never emits), and releases what each chunk owes once
+/// the chunk is consumed.
+pub(crate) fn prepare_sink<K: Node<Out = Infallible>>(sink: K, inputs: SharedInputs<K::In>) -> Prepared {
     Box::new(move |env: NodeEnv| {
         let inputs = take_inputs(&inputs);
+        let out = Emitter::detached();
         if let Some(upstream) = inputs.fused_from {
-            fuse_into(&upstream, sink_stage(sink, env.ctx));
+            fuse_into(&upstream, node_stage(sink, out, env.ctx, None));
             return None;
         }
-        let stage = sink_stage(sink, env.ctx.clone());
+        let stage = node_stage(sink, out, env.ctx.clone(), None);
         Some(Box::pin(input_task(stage, InputSet::new(inputs.receivers), env)))
     })
 }
