@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use nanostream::DeadLetter;
+use nanostream::policy::DeadLetter;
 use nanostream::prelude::*;
 
 /// A parsed order.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nanostream::prelude::*;
-use nanostream::{DeadLetter, TopologyHandle};
+use nanostream::{TopologyHandle, policy::DeadLetter};
 use nanostream_kafka::{KafkaSink, KafkaSource, Outgoing, Raw, Record};
 use serde_json::{Map, Value};
 

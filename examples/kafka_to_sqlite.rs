@@ -21,8 +21,11 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use nanostream::Windowed;
 use nanostream::prelude::*;
+use nanostream::{
+    Sink,
+    operators::{Windowed, batch, tumbling},
+};
 use nanostream_kafka::{Json, KafkaSource, Record};
 use rusqlite::Connection;
 use serde_json::Value;

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use nanostream::Windowed;
+use nanostream::operators::{Windowed, tumbling};
 use nanostream::prelude::*;
 
 /// A page view.

@@ -13,7 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nanostream::prelude::*;
-use nanostream::{AckGuard, AckOutcome, Acks, Retry, Windowed};
+use nanostream::{
+    Context, Sink, TopologyBuilder, operators::batch, operators::then, operators::tumbling, sinks::into_sink,
+};
+use nanostream::{
+    acks::{AckGuard, AckOutcome, Acks},
+    operators::Windowed,
+    policy::Retry,
+};
 
 const BATCHES: u64 = 200;
 const PER_BATCH: u64 = 50;
@@ -238,7 +245,11 @@ async fn dead_lettered_items_are_done_once_the_dead_letter_is_consumed() {
     let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let (good, dead) = g.node_with_dead_letters("check", reject_odd(), items);
     g.sink("good", recorder(&ledger, one), good);
-    g.sink("dead", recorder(&ledger, |d: &nanostream::DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
+    g.sink(
+        "dead",
+        recorder(&ledger, |d: &nanostream::policy::DeadLetter<Item, String>| vec![(d.input.batch, 1)]),
+        dead,
+    );
     run(g).await;
     check(&ledger);
 }
@@ -270,7 +281,11 @@ async fn a_sinks_dead_lettered_items_are_done_once_the_dead_letter_is_consumed()
     g.chunk_size(16).default_capacity(64);
     let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let dead = g.sink_with_dead_letters("store", store_even(&ledger), items);
-    g.sink("dead", recorder(&ledger, |d: &nanostream::DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
+    g.sink(
+        "dead",
+        recorder(&ledger, |d: &nanostream::policy::DeadLetter<Item, String>| vec![(d.input.batch, 1)]),
+        dead,
+    );
     run(g).await;
     check(&ledger);
     let consumed: u64 = ledger.lock().expect("not poisoned").consumed.values().sum();
@@ -524,7 +539,7 @@ async fn a_failing_sink_never_releases_the_chunk_it_failed_in() {
 struct SumOfThree {
     sum: u64,
     count: u32,
-    held: nanostream::Held,
+    held: nanostream::acks::Held,
 }
 
 impl Node for SumOfThree {

@@ -45,7 +45,7 @@ fn per_item_processing_does_not_allocate() {
     assert_eq!(total, 3 * k * (k - 1) + 4 * k);
     // About 1,000 chunks cross each of the three edges. Per-item allocation
     // would mean at least a million allocations.
-    let chunks = N / nanostream::DEFAULT_CHUNK_SIZE as u64;
+    let chunks = N / nanostream::topology::DEFAULT_CHUNK_SIZE as u64;
     println!("{allocations} allocations for {N} items ({chunks} chunks per edge)");
     assert!(allocations < 4 * chunks + 200, "{allocations} allocations for {N} items");
 }

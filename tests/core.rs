@@ -9,9 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use nanostream::error::AbandonedNode;
 use nanostream::prelude::*;
-use nanostream::{BuildError, Error};
+use nanostream::{
+    Error, Sink,
+    error::{AbandonedNode, BuildError},
+    operators::then,
+    sinks::into_sink,
+    sources::{from_channel, from_stream},
+};
 use tokio::sync::Semaphore;
 
 /// Lets every other task run until it blocks.
@@ -694,7 +699,7 @@ fn graph_exports_name_every_node_and_edge_and_show_fused_tasks() {
     assert!(dot.contains(r#""numbers" [shape=invhouse];"#), "{dot}");
     assert!(dot.contains(r#""numbers" -> "double \"x\"" [label="capacity 16"];"#), "{dot}");
     assert!(dot.contains(r#""double \"x\"" -> "triple" [label="fused"];"#), "{dot}");
-    let default_edge = format!(r#""triple" -> "print" [label="capacity {}"];"#, nanostream::DEFAULT_CAPACITY);
+    let default_edge = format!(r#""triple" -> "print" [label="capacity {}"];"#, nanostream::topology::DEFAULT_CAPACITY);
     assert!(dot.contains(&default_edge), "{dot}");
     // The fused pair is drawn as one task.
     let cluster = "    subgraph cluster_0 {\n        label=\"task double \\\"x\\\"\";\n        style=dashed;\n        \"double \\\"x\\\"\" [shape=box];\n        \"triple\" [shape=box];\n    }\n";

@@ -8,7 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nanostream::prelude::*;
-use nanostream::{AckOutcome, Acks, Error};
+use nanostream::{
+    Context, Sink, operators::batch, operators::count, operators::then, sources::from_channel, sources::from_stream,
+};
+use nanostream::{
+    Error,
+    acks::{AckOutcome, Acks},
+};
 
 /// Which source items were acknowledged as done, which were abandoned, and
 /// which sinks consumed.

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use nanostream::Sink;
 use nanostream::prelude::*;
 
 /// A sink that yields to the scheduler every few items, so it is far slower
@@ -64,8 +65,8 @@ async fn items_in_flight_never_exceed_the_documented_bound() {
     const EDGES: usize = 3;
     // Three queues between four tasks: the bound is per edge.
     let max = run_chain(N, false).await;
-    let capacity = nanostream::DEFAULT_CAPACITY;
-    let chunk = nanostream::DEFAULT_CHUNK_SIZE.min(capacity);
+    let capacity = nanostream::topology::DEFAULT_CAPACITY;
+    let chunk = nanostream::topology::DEFAULT_CHUNK_SIZE.min(capacity);
     let bound = EDGES * (capacity + 2 * chunk);
     println!("max in flight: {max} items (bound {bound}) over {N} items");
     assert!(max <= bound, "{max} items in flight exceeds the bound {bound}");
@@ -78,7 +79,7 @@ async fn items_in_flight_never_exceed_the_documented_bound() {
 async fn a_fused_chain_holds_at_most_one_chunk() {
     const N: usize = 1_000_000;
     let max = run_chain(N, true).await;
-    let chunk = nanostream::DEFAULT_CHUNK_SIZE;
+    let chunk = nanostream::topology::DEFAULT_CHUNK_SIZE;
     println!("max in flight: {max} items (one chunk: {chunk}) over {N} items");
     assert_eq!(max, chunk, "a fused chain holds exactly the chunk being consumed");
 }

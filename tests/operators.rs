@@ -10,7 +10,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use nanostream::prelude::*;
 use nanostream::testing::{run_node, run_node_timed, run_source, run_subgraph};
-use nanostream::{BuildError, DeadLetter, Error, Failure, Retry};
+use nanostream::{
+    Error,
+    error::BuildError,
+    policy::{DeadLetter, Failure, Retry},
+};
+use nanostream::{
+    operators::batch, operators::count, operators::flat_map, operators::fold_by_key, operators::inspect,
+    operators::scan_by_key, operators::sliding, operators::throttle, operators::tumbling,
+};
 
 const S: Duration = Duration::from_secs(1);
 

@@ -36,7 +36,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nanostream::prelude::*;
-use nanostream::{AckOutcome, Acks, DeadLetter, Error, Now, Retry};
+use nanostream::{
+    Context, Sink, TopologyBuilder, operators::batch, operators::filter_map, operators::flat_map,
+    operators::fold_by_key, operators::sliding, operators::then, operators::tumbling,
+};
+use nanostream::{
+    Error, Now,
+    acks::{AckOutcome, Acks},
+    policy::{DeadLetter, Retry},
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
@@ -582,10 +590,11 @@ fn merge_vec(ledger: &Arc<Ledger>) -> impl FnMut(Vec<Tracked>) -> Tracked + Send
 /// Adds a window node on `input` and a node that takes each result's value.
 fn window_values<N>(g: &mut TopologyBuilder, name: String, window: N, input: &Stream, copies: u64) -> Stream
 where
-    N: Node<In = Tracked, Out = nanostream::Windowed<u32, Tracked>>,
+    N: Node<In = Tracked, Out = nanostream::operators::Windowed<u32, Tracked>>,
 {
     let windows = g.node(name.clone(), window, &input.output);
-    let output = g.node(format!("{name}.value"), map(|w: nanostream::Windowed<u32, Tracked>| w.value), windows);
+    let output =
+        g.node(format!("{name}.value"), map(|w: nanostream::operators::Windowed<u32, Tracked>| w.value), windows);
     Stream { output, counts: input.counts.iter().map(|c| c * copies).collect(), merged: true, readers: 0 }
 }
 

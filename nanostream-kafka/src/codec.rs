@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use nanostream::BoxError;
+use nanostream::error::BoxError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

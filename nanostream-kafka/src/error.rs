@@ -1,4 +1,4 @@
-use nanostream::BoxError;
+use nanostream::error::BoxError;
 
 /// What can go wrong in a Kafka source or sink.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! Every batch of messages the source emits registers, per partition, the
 //! last offset it holds. The batch's guard travels with everything derived
-//! from its messages (as nanostream [`Acks`](nanostream::Acks)); when the
+//! from its messages (as nanostream [`Acks`](nanostream::acks::Acks)); when the
 //! last copy drops, the batch is done. Per partition, the committable offset
 //! is one past the last offset of the longest run of done batches, in the
 //! order they were read: a batch that finishes early waits for the ones
@@ -12,7 +12,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use nanostream::{AckGuard, AckOutcome, Context};
+use nanostream::{
+    Context,
+    acks::{AckGuard, AckOutcome},
+};
 use rdkafka::{Offset, TopicPartitionList};
 
 type Key = (Arc<str>, i32);

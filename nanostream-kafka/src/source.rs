@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use nanostream::{Acks, Context, Emitter, Source};
+use nanostream::{Context, Emitter, Source, acks::Acks};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
@@ -706,7 +706,7 @@ impl<T, D> KafkaSource<T, D> {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use nanostream::{AckGuard, AckOutcome};
+    use nanostream::acks::{AckGuard, AckOutcome};
     use rdkafka::mocking::MockCluster;
 
     use super::*;

@@ -150,7 +150,7 @@ pub trait NodeExt: Node + Sized {
     /// # Examples
     ///
     /// ```
-    /// use nanostream::{Retry, prelude::*};
+    /// use nanostream::{prelude::*, policy::Retry};
     /// use std::time::Duration;
     ///
     /// #[node]

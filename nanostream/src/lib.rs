@@ -9,7 +9,7 @@
 //!   chunk handed from node to node by a function call; elsewhere (fan-out,
 //!   fan-in, splits) nodes run in their own tasks joined by bounded
 //!   channels, so a slow node slows its producers down instead of letting
-//!   memory grow. See [`Inputs::unfused`].
+//!   memory grow. See [`Output::unfused`].
 //! - Items move in chunks while your code stays per item, so a graph costs
 //!   little more than the code in its nodes.
 //! - Any `Send + 'static` value can flow; edges are typed at compile time.
@@ -48,8 +48,9 @@
 //! fallible, one-to-many, source, sink, with configuration and state). For
 //! full control implement [`Node`], [`Source`] or [`Sink`], whose lifecycle
 //! hooks run before the first item and after the last. Closures work too:
-//! [`map`], [`filter`], [`filter_map`], [`flat_map`], [`then`] and
-//! [`for_each`].
+//! [`map`](operators::map), [`filter`](operators::filter),
+//! [`filter_map`](operators::filter_map), [`flat_map`](operators::flat_map),
+//! [`then`](operators::then) and [`for_each`](sinks::for_each).
 //!
 //! Every node is also usable outside a topology, as an adapter over any
 //! [`futures::Stream`] ([`NodeExt::apply`]), so it can be unit-tested alone.
@@ -59,7 +60,7 @@
 //! [`TopologyBuilder`] adds named nodes. Reading an output by reference from
 //! several nodes broadcasts every item to each (fan-out); a node may read
 //! several outputs of the same type (fan-in). Edge capacity is
-//! [`DEFAULT_CAPACITY`] items unless set per builder or per edge.
+//! [`DEFAULT_CAPACITY`](topology::DEFAULT_CAPACITY) items unless set per builder or per edge.
 //!
 //! # Back-pressure bound
 //!
@@ -85,10 +86,30 @@
 //! # Acknowledgements
 //!
 //! Sources that need to know when their input is done (a Kafka source, to
-//! commit offsets) attach [`Acks`] to what they emit. An acknowledgement
+//! commit offsets) attach [`Acks`](acks::Acks) to what they emit. An acknowledgement
 //! counts as done only when the code that owns it releases it; a copy
 //! dropped any other way (a task aborted, the pipeline cancelled or failed,
-//! the runtime dropped) makes it abandoned. See [`Acks`] for the rule.
+//! the runtime dropped) makes it abandoned. See [`Acks`](acks::Acks) for the rule.
+//!
+//! # Where things are
+//!
+//! The crate root holds what every pipeline touches: [`Topology`] and its
+//! [`TopologyBuilder`] and [`TopologyHandle`], [`Output`], the traits
+//! [`Node`], [`Source`], [`Sink`] and [`NodeExt`], [`Emitter`],
+//! [`Context`], [`Now`], [`Error`] and [`#[node]`](macro@node). The rest is
+//! namespaced:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`prelude`] | the dozen names most pipelines need, glob-importable beside `futures::prelude::*` |
+//! | [`operators`] | `map`, `filter`, `batch`, windows, keyed state, `throttle`, ... |
+//! | [`sources`] | `from_iter`, `from_stream`, `from_channel` |
+//! | [`sinks`] | `for_each`, `fold`, `into_sink`, `into_stream` |
+//! | [`policy`] | error policies: skip, retry, dead letters, your own |
+//! | [`acks`] | acknowledgements, and holding them in a node's state |
+//! | [`topology`] | the types behind the builder's and the handle's methods |
+//! | [`error`] | the error types |
+//! | [`testing`] | running a node or a subgraph in a test |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::unwrap_used)]
 
@@ -97,32 +118,36 @@ mod edge;
 pub mod error;
 mod graph;
 mod node;
-mod operators;
+pub mod operators;
 pub mod policy;
 mod runtime;
-mod sinks;
-mod sources;
+pub mod sinks;
+pub mod sources;
 pub mod testing;
 
 pub use adapt::NodeExt;
-pub use edge::acks::{AckGuard, AckOutcome, Acks};
-pub use edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
-pub use edge::emitter::{Emitter, Held};
-pub use error::{BoxError, BuildError, Error};
-pub use graph::builder::{DeadLetterOutput, Inputs, Output, Placeholder, TopologyBuilder, Unfused, WithCapacity};
+pub use edge::emitter::Emitter;
+pub use error::Error;
+pub use graph::builder::{Output, TopologyBuilder};
 pub use node::{Context, Node, Now, Sink, Source};
-pub use operators::{
-    Batch, Count, Counter, Filter, FilterMap, FlatMap, FoldByKey, Inspect, Map, ScanByKey, Then, Throttle, Window,
-    Windowed, batch, count, filter, filter_map, flat_map, fold_by_key, inspect, map, scan_by_key, sliding, then,
-    throttle, tumbling,
-};
-pub use policy::{DeadLetter, Failure, Retry};
-pub use runtime::report::NodeSnapshot;
 pub use runtime::topology::{Topology, TopologyHandle};
-pub use sinks::{
-    Fold, FoldResult, ForEach, IntoSink, IntoStream, OutputStream, SinkOutput, fold, for_each, into_sink, into_stream,
-};
-pub use sources::{FromChannel, FromIter, FromStream, from_channel, from_iter, from_stream};
+
+/// Acknowledgements: how a source learns that what it emitted is done.
+///
+/// See [`Acks`](acks::Acks) for the rule, and [`Held`](acks::Held) for a
+/// node that keeps inputs in its state.
+pub mod acks {
+    pub use crate::edge::acks::{AckGuard, AckOutcome, Acks};
+    pub use crate::edge::emitter::Held;
+}
+
+/// The types behind [`TopologyBuilder`]'s and [`TopologyHandle`]'s methods:
+/// what can feed a node, edge settings, placeholders, snapshots.
+pub mod topology {
+    pub use crate::edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
+    pub use crate::graph::builder::{DeadLetterOutput, Inputs, Placeholder, Unfused, WithCapacity};
+    pub use crate::runtime::report::NodeSnapshot;
+}
 
 /// Turns an `async fn` into a node constructor.
 ///
@@ -217,12 +242,16 @@ pub use sources::{FromChannel, FromIter, FromStream, from_channel, from_iter, fr
 pub use nanostream_macros::node;
 
 /// The names most pipelines need: `use nanostream::prelude::*;`.
+///
+/// It can be glob-imported next to `futures::prelude::*`: it leaves out
+/// [`Sink`] (name the trait as `nanostream::Sink` to implement one); the
+/// rest of the operators, sources and sinks are in [`operators`],
+/// [`sources`] and [`sinks`].
 pub mod prelude {
-    pub use crate::{
-        Context, Emitter, Inputs, Node, NodeExt, Output, Sink, Source, Topology, TopologyBuilder, batch, count, filter,
-        filter_map, flat_map, fold, fold_by_key, for_each, from_channel, from_iter, from_stream, inspect, into_sink,
-        into_stream, map, node, scan_by_key, sliding, then, throttle, tumbling,
-    };
+    pub use crate::operators::{filter, map};
+    pub use crate::sinks::{fold, for_each, into_stream};
+    pub use crate::sources::from_iter;
+    pub use crate::{Emitter, Node, NodeExt, Output, Source, Topology, node};
 }
 
 #[doc(hidden)]

@@ -215,6 +215,7 @@ impl<S, T> std::fmt::Debug for IntoSink<S, T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::sinks::into_sink;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), nanostream::Error> {
 /// let (tx, rx) = futures::channel::mpsc::channel::<u8>(16);

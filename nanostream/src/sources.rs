@@ -97,6 +97,7 @@ impl<S> std::fmt::Debug for FromStream<S> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::sources::from_stream;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), nanostream::Error> {
 /// let lines = futures::stream::iter(["GET /", "POST /login"].map(String::from));
@@ -175,6 +176,7 @@ pub struct FromChannel<T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::sources::from_channel;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), nanostream::Error> {
 /// let (orders, tx) = from_channel::<u32>(16);

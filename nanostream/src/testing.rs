@@ -10,6 +10,7 @@
 //!
 //! ```
 //! use nanostream::prelude::*;
+//! use nanostream::operators::tumbling;
 //! use nanostream::testing;
 //! use std::time::Duration;
 //!

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use nanostream::prelude::*;
-use nanostream::{Error, TopologyHandle};
+use nanostream::{Error, Sink, TopologyBuilder, TopologyHandle, operators::then};
 use nanostream_kafka::{
     Bincode, DecodeErrors, Decoder, Json, KafkaSink, KafkaSource, KafkaSourceBuilder, Outgoing, Raw, Record, StartFrom,
     Utf8, encode_with,

@@ -125,7 +125,7 @@ impl Drop for Ack {
 /// # Examples
 ///
 /// ```
-/// use nanostream::{AckOutcome, Acks};
+/// use nanostream::acks::{AckOutcome, Acks};
 /// use std::sync::{Arc, Mutex};
 ///
 /// let outcomes = Arc::new(Mutex::new(Vec::new()));

@@ -145,7 +145,7 @@ impl<T> Fused<T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
-/// use nanostream::Held;
+/// use nanostream::acks::Held;
 /// use std::convert::Infallible;
 ///
 /// #[derive(Default)]

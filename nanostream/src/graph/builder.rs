@@ -50,6 +50,21 @@ pub struct Output<T> {
     pub(crate) shared: Option<Arc<SharedSplit<T>>>,
 }
 
+impl<T> Output<T> {
+    /// This output, read over an edge of its own capacity; see
+    /// [`Inputs::with_capacity`] (which also applies to `&output` and to
+    /// several outputs at once).
+    pub fn with_capacity(self, capacity: usize) -> WithCapacity<Self> {
+        Inputs::<T>::with_capacity(self, capacity)
+    }
+
+    /// This output, read over a queue between tasks rather than fused; see
+    /// [`Inputs::unfused`] for when to.
+    pub fn unfused(self) -> Unfused<Self> {
+        Inputs::<T>::unfused(self)
+    }
+}
+
 impl<T> std::fmt::Debug for Output<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Output").field("node", &self.node).field("item", &std::any::type_name::<T>()).finish()
@@ -463,8 +478,8 @@ impl TopologyBuilder {
 
     /// Adds a source: a node without input.
     ///
-    /// See [`from_iter`](crate::from_iter), [`from_stream`](crate::from_stream),
-    /// [`from_channel`](crate::from_channel) and the [`Source`] trait.
+    /// See [`from_iter`](crate::sources::from_iter), [`from_stream`](crate::sources::from_stream),
+    /// [`from_channel`](crate::sources::from_channel) and the [`Source`] trait.
     pub fn source<S: Source>(&mut self, name: impl Into<String>, source: S) -> Output<S::Out> {
         let port: SharedPort<S::Out> = Arc::default();
         let p = port.clone();
@@ -634,6 +649,7 @@ impl TopologyBuilder {
     ///
     /// ```
     /// use nanostream::prelude::*;
+    /// use nanostream::operators::count;
     ///
     /// #[node]
     /// async fn expensive(x: u64) -> u64 {

@@ -29,6 +29,7 @@ pub struct Batch<T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::batch;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

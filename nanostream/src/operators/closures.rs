@@ -154,6 +154,7 @@ closure_debug!(FilterMap);
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::filter_map;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;
@@ -211,6 +212,7 @@ closure_debug!(FlatMap);
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::flat_map;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;
@@ -264,6 +266,7 @@ closure_debug!(Then);
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::then;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;

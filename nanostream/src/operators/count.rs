@@ -32,6 +32,7 @@ pub struct Count<T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::count;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), nanostream::Error> {
 /// let mut g = Topology::builder();

@@ -26,6 +26,7 @@ impl<F, T> std::fmt::Debug for Inspect<F, T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::inspect;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;

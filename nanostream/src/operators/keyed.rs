@@ -35,6 +35,7 @@ impl<T, K, S, KF, I, F> std::fmt::Debug for ScanByKey<T, K, S, KF, I, F> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::scan_by_key;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;
@@ -110,10 +111,10 @@ impl<T, K, S, KF, I, F> std::fmt::Debug for FoldByKey<T, K, S, KF, I, F> {
 
 /// A node that folds every item into the state of its key, and emits
 /// `(key, state)` for every key when the input ends (in no particular
-/// order). For results per time period, use [`tumbling`](crate::tumbling) windows.
+/// order). For results per time period, use [`tumbling`](crate::operators::tumbling) windows.
 ///
 /// Every input is folded into state that is only emitted at the end, so it
-/// stays unacknowledged (see [`Acks`](crate::Acks)) until then: on an endless
+/// stays unacknowledged (see [`Acks`](crate::acks::Acks)) until then: on an endless
 /// source such as Kafka, nothing upstream of it is committed. Use windows
 /// there, which release their inputs as each window's result is sent.
 ///
@@ -121,6 +122,7 @@ impl<T, K, S, KF, I, F> std::fmt::Debug for FoldByKey<T, K, S, KF, I, F> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::fold_by_key;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use futures::StreamExt;

@@ -26,6 +26,7 @@ pub struct Throttle<T> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::throttle;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -66,6 +66,7 @@ impl<T, K, A, KF, I, U> std::fmt::Debug for Window<T, K, A, KF, I, U> {
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::tumbling;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -106,6 +107,7 @@ where
 ///
 /// ```
 /// use nanostream::prelude::*;
+/// use nanostream::operators::sliding;
 /// use std::time::Duration;
 ///
 /// // Errors per service over the last 5 minutes, updated every minute.

@@ -17,7 +17,7 @@ use crate::policy::layer::Policy;
 /// # Examples
 ///
 /// ```
-/// use nanostream::Retry;
+/// use nanostream::policy::Retry;
 /// use std::time::Duration;
 ///
 /// let retry = Retry::attempts(5).backoff(Duration::from_millis(20)).max_backoff(Duration::from_secs(1));

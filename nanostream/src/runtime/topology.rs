@@ -66,7 +66,7 @@ impl Topology {
     /// Dropping the returned future before it completes cancels the
     /// pipeline: every node task is aborted, and nothing that was not
     /// finished is acknowledged as done (a Kafka source commits nothing for
-    /// it; see [`Acks`](crate::Acks)). So `run()` composes with other async
+    /// it; see [`Acks`](crate::acks::Acks)). So `run()` composes with other async
     /// code: in a `tokio::select!` with other services, under
     /// `tokio::time::timeout`, or in a task that gets aborted. To stop
     /// gracefully instead, use [`start`](Topology::start) and
@@ -74,6 +74,7 @@ impl Topology {
     ///
     /// ```
     /// use nanostream::prelude::*;
+    /// use nanostream::sources::from_stream;
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -108,7 +109,7 @@ impl Topology {
     }
 
     /// Spawns the pipeline's Tokio tasks and returns at once: one per node,
-    /// or per fused chain of nodes (see [`Inputs::unfused`](crate::Inputs::unfused)).
+    /// or per fused chain of nodes (see [`Inputs::unfused`](crate::Output::unfused)).
     ///
     /// Each node's code runs inside a `tracing` span named after the node,
     /// fused or not; built with `--cfg tokio_unstable`, each task carries the
@@ -127,6 +128,7 @@ impl Topology {
     ///
     /// ```
     /// use nanostream::prelude::*;
+    /// use nanostream::sources::from_channel;
     /// use std::time::Duration;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -471,6 +473,7 @@ impl TopologyHandle {
     ///
     /// ```
     /// use nanostream::prelude::*;
+    /// use nanostream::sources::from_channel;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), nanostream::Error> {
