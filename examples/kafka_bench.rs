@@ -30,7 +30,7 @@
 //!
 //! ```text
 //! scripts/broker.sh start   # prints HOST:PORT
-//! cargo run --release --example kafka_bench -- --brokers HOST:PORT [--messages N] [--rounds R] [--workers W]
+//! cargo run --release --example kafka_bench -- --brokers HOST:PORT [--messages N] [--rounds R] [--workers W] [--parts P]
 //! cargo run --release --example kafka_bench --features mimalloc -- --brokers HOST:PORT
 //! ```
 
@@ -83,6 +83,10 @@ struct Args {
     /// pipeline over both cores costs in CPU.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Split the nanostream source into this many parts (members of the
+    /// group), each driving a pipeline of its own (`build_parts`).
+    #[arg(long, default_value_t = 1)]
+    parts: usize,
     /// Internal: run one variant in this process (0, 1 or 2) and exit.
     #[arg(long, hide = true)]
     child: Option<usize>,
@@ -192,20 +196,23 @@ async fn tag(record: Record<Map<String, Value>>) -> Outgoing<Map<String, Value>>
     }
 }
 
-async fn run_nanostream(brokers: &str, input: &str, output: &str, n: u64, auto_commit: bool) {
+async fn run_nanostream(brokers: &str, input: &str, output: &str, n: u64, auto_commit: bool, parts: usize) {
     let mut source = KafkaSource::builder(brokers, &unique("bench-nano")).topic(input).auto_commit(auto_commit);
     for (k, v) in GROUP_SETTINGS {
         source = source.set(k, v);
     }
-    let source = source.build(Json).expect("source");
-    let sink = KafkaSink::builder(brokers).default_topic(output).set("linger.ms", "5").build(Json).expect("sink");
-    let delivered = sink.deliveries();
+    let sources = source.build_parts(parts, Json).expect("source");
     let mut g = Topology::builder();
-    let records = g.source("consume", source);
-    let tagged = g.node("tag", tag(), records);
-    g.sink("produce", sink, tagged);
+    let mut delivered = Vec::new();
+    for (i, source) in sources.into_iter().enumerate() {
+        let sink = KafkaSink::builder(brokers).default_topic(output).set("linger.ms", "5").build(Json).expect("sink");
+        delivered.push(sink.deliveries());
+        let records = g.source(format!("consume[{i}]"), source);
+        let tagged = g.node(format!("tag[{i}]"), tag(), records);
+        g.sink(format!("produce[{i}]"), sink, tagged);
+    }
     let running = g.build().expect("valid").start();
-    while delivered.get() < n {
+    while delivered.iter().map(|d| d.get()).sum::<u64>() < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     running.shutdown(Duration::from_secs(60)).await.expect("clean shutdown");
@@ -256,7 +263,7 @@ fn child(args: &Args, variant: usize) {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(run_nanostream(&args.brokers, input, output, args.messages, variant == 1));
+            rt.block_on(run_nanostream(&args.brokers, input, output, args.messages, variant == 1, args.parts));
         }
         _ => run_hand_written(&args.brokers, input, output, args.messages),
     }
@@ -300,6 +307,7 @@ fn measure(args: &Args, input: &str, variant: usize) -> (Duration, Duration) {
     let status = std::process::Command::new(exe)
         .args(["--brokers", &args.brokers, "--input", input, "--output", &output])
         .args(["--messages", &args.messages.to_string(), "--workers", &args.workers.to_string()])
+        .args(["--parts", &args.parts.to_string()])
         .args(["--child", &variant.to_string()])
         .status()
         .expect("child runs");
@@ -367,8 +375,8 @@ fn main() {
         (median(&rates), median(&cpus), rates[rates.len() - 1], cpus[0])
     };
     println!(
-        "{} messages, input topic with 3 partitions, {} rounds, allocator: {ALLOCATOR}, nanostream on {} Tokio worker(s); each run a process timed from start to clean exit",
-        args.messages, args.rounds, args.workers
+        "{} messages, input topic with 3 partitions, {} rounds, allocator: {ALLOCATOR}, nanostream on {} Tokio worker(s) in {} pipeline(s); each run a process timed from start to clean exit",
+        args.messages, args.rounds, args.workers, args.parts
     );
     println!();
     println!(

@@ -10,6 +10,10 @@ pub enum Error {
     /// A source was built without any topic.
     #[error("a Kafka source needs at least one topic")]
     NoTopics,
+    /// [`build_parts`](crate::KafkaSourceBuilder::build_parts) was asked for
+    /// no part.
+    #[error("a Kafka source split into parts needs at least one part")]
+    NoParts,
     /// A message's payload did not decode (with [`DecodeErrors::Fail`](crate::DecodeErrors::Fail)).
     #[error("message at `{topic}` partition {partition} offset {offset} does not decode")]
     Decode {

@@ -134,38 +134,121 @@ impl KafkaSourceBuilder {
     ///
     /// No topic was given, or librdkafka rejected the configuration.
     pub fn build<T, D: Decoder<T>>(self, decoder: D) -> Result<KafkaSource<T, D>, Error> {
+        let config = self.member_config(None)?;
+        let dead_letters = self.dead_letter_producer(&config)?;
+        self.build_member(config, decoder, dead_letters)
+    }
+
+    /// Creates `parts` sources that join the group as `parts` members, so
+    /// that Kafka splits the assigned partitions between them, as Kafka
+    /// Streams splits them between its stream threads: give each part a
+    /// pipeline of its own (its chain of nodes fuses into the part's task),
+    /// and the pipelines run on different cores with no hand-off between
+    /// them. Each part is a source like one [`build`](Self::build) makes:
+    /// it commits its own partitions' offsets only once what was derived
+    /// from them is done, and when a rebalance moves partitions between the
+    /// parts (or to another process), the same at-least-once rules apply.
+    ///
+    /// A part whose member gets no partition (more parts than partitions)
+    /// emits nothing until a rebalance gives it some. With static group
+    /// membership (`group.instance.id`), each part gets the id with `-<i>`
+    /// appended.
+    ///
+    /// # Errors
+    ///
+    /// No topic or no part was given, or librdkafka rejected the
+    /// configuration.
+    ///
+    /// # Examples
+    ///
+    /// One pipeline per core, each reading its share of the partitions:
+    ///
+    /// ```no_run
+    /// use nanostream::prelude::*;
+    /// use nanostream_kafka::{Json, KafkaSink, KafkaSource, Outgoing, Record};
+    /// use serde_json::Value;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let parts = KafkaSource::builder("127.0.0.1:9092", "copier").topic("orders").build_parts(2, Json)?;
+    /// let mut g = Topology::builder();
+    /// for (i, part) in parts.into_iter().enumerate() {
+    ///     let records = g.source(format!("orders[{i}]"), part);
+    ///     let out = g.node(format!("wrap[{i}]"), map(|r: Record<Value>| Outgoing::new(r.value)), records);
+    ///     let sink = KafkaSink::builder("127.0.0.1:9092").default_topic("copied").build(Json)?;
+    ///     g.sink(format!("produce[{i}]"), sink, out);
+    /// }
+    /// g.build()?.run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build_parts<T, D>(self, parts: usize, decoder: D) -> Result<Vec<KafkaSource<T, D>>, Error>
+    where
+        D: Decoder<T> + Clone,
+    {
+        if parts == 0 {
+            return Err(Error::NoParts);
+        }
+        let mut sources = Vec::with_capacity(parts);
+        let mut dead_letters = None;
+        for part in 0..parts {
+            let config = self.member_config(Some(part))?;
+            if dead_letters.is_none() {
+                dead_letters = self.dead_letter_producer(&config)?;
+            }
+            // The parts share one dead-letter producer.
+            let shared = dead_letters.clone();
+            sources.push(self.build_member(config, decoder.clone(), shared)?);
+        }
+        Ok(sources)
+    }
+
+    /// The consumer settings of one member of the group.
+    fn member_config(&self, part: Option<usize>) -> Result<ClientConfig, Error> {
         if self.topics.is_empty() {
             return Err(Error::NoTopics);
         }
-        let mut config = self.config;
+        let mut config = self.config.clone();
         if self.auto_commit {
             config.set("enable.auto.commit", "true").set("enable.auto.offset.store", "true");
         }
+        if let Some(part) = part
+            && let Some(instance) = config.get("group.instance.id").map(str::to_owned)
+        {
+            config.set("group.instance.id", format!("{instance}-{part}"));
+        }
+        Ok(config)
+    }
+
+    /// The producer of dead letters, if undecodable payloads go to a topic.
+    fn dead_letter_producer(&self, config: &ClientConfig) -> Result<Option<(FutureProducer, String)>, Error> {
+        let DecodeErrors::DeadLetter(topic) = &self.decode_errors else { return Ok(None) };
+        // The connection settings the consumer was given (brokers, TLS,
+        // SASL, ...) apply to the dead-letter producer too.
+        let mut producer = ClientConfig::new();
+        for (key, value) in config.config_map() {
+            if CONNECTION_SETTINGS.iter().any(|prefix| key.starts_with(prefix)) {
+                producer.set(key, value);
+            }
+        }
+        Ok(Some((producer.create::<FutureProducer>()?, topic.clone())))
+    }
+
+    fn build_member<T, D: Decoder<T>>(
+        &self,
+        config: ClientConfig,
+        decoder: D,
+        dead_letters: Option<(FutureProducer, String)>,
+    ) -> Result<KafkaSource<T, D>, Error> {
         let offsets = Arc::new(Offsets::default());
         let group = config.get("group.id").unwrap_or_default().to_owned();
         let context = SourceContext { offsets: offsets.clone(), start: self.start, seen: Mutex::default(), group };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
-        let dead_letters = match &self.decode_errors {
-            DecodeErrors::DeadLetter(topic) => {
-                // The connection settings the consumer was given (brokers,
-                // TLS, SASL, ...) apply to the dead-letter producer too.
-                let mut producer = ClientConfig::new();
-                for (key, value) in config.config_map() {
-                    if CONNECTION_SETTINGS.iter().any(|prefix| key.starts_with(prefix)) {
-                        producer.set(key, value);
-                    }
-                }
-                Some((OffWorker::new(producer.create::<FutureProducer>()?), topic.clone()))
-            }
-            _ => None,
-        };
         Ok(KafkaSource {
             consumer: OffWorker::new(Arc::new(consumer)),
             decoder,
-            topics: self.topics,
+            topics: self.topics.clone(),
             offsets,
-            decode_errors: self.decode_errors,
-            dead_letters,
+            decode_errors: self.decode_errors.clone(),
+            dead_letters: dead_letters.map(|(producer, topic)| (OffWorker::new(producer), topic)),
             commit_interval: self.commit_interval,
             batch: self.batch,
             track: !self.auto_commit,
@@ -732,6 +815,20 @@ mod tests {
         assert_eq!(records.iter().map(|r| r.partition).collect::<Vec<_>>(), [1]);
         assert_eq!(letters.iter().map(|l| l.1).collect::<Vec<_>>(), [1]);
         assert!(!sent.load(Ordering::SeqCst), "the dead letter of the revoked partition is never produced");
+    }
+
+    #[tokio::test]
+    async fn a_source_split_into_parts_makes_one_member_per_part() {
+        let builder = KafkaSource::builder("127.0.0.1:1", "g").topic("t").set("group.instance.id", "job");
+        assert!(matches!(builder.clone().build_parts(0, crate::Utf8), Err(Error::NoParts)));
+        let ids: Vec<String> = (0..3)
+            .map(|part| {
+                builder.member_config(Some(part)).expect("config").get("group.instance.id").unwrap_or("").to_owned()
+            })
+            .collect();
+        assert_eq!(ids, ["job-0", "job-1", "job-2"], "static members get ids of their own");
+        let parts = builder.build_parts(3, crate::Utf8).expect("parts");
+        assert_eq!(parts.len(), 3);
     }
 
     #[test]

@@ -465,3 +465,96 @@ fn teardown(source_last: bool) {
     assert!(processed < N, "stopped before the end");
     assert!(committed <= processed as i64, "committed offset {committed} past the {processed} processed messages");
 }
+
+/// What each part of a split source saw: (part, partition, offset, value).
+type Seen = Arc<std::sync::Mutex<Vec<(usize, i32, i64, String)>>>;
+
+/// Starts one pipeline per part of `parts`, each recording what it reads as
+/// part `first + i`.
+fn start_parts(parts: Vec<KafkaSource<String, Utf8>>, first: usize, seen: &Seen) -> TopologyHandle {
+    let mut g = Topology::builder();
+    for (i, part) in parts.into_iter().enumerate() {
+        let id = first + i;
+        let records = g.source(format!("consume[{id}]"), part);
+        let seen = seen.clone();
+        g.sink(
+            format!("record[{id}]"),
+            for_each(move |r: Record<String>| {
+                let seen = seen.clone();
+                async move { seen.lock().expect("not poisoned").push((id, r.partition, r.offset, r.value)) }
+            }),
+            records,
+        );
+    }
+    g.build().expect("valid").start()
+}
+
+/// Produces waves of messages until `done` holds of what was seen, or
+/// fails after 120 s; `produced` counts the messages produced.
+async fn produce_until(
+    topic: &str,
+    produced: &mut u64,
+    seen: &Seen,
+    what: &str,
+    done: impl Fn(&[(usize, i32, i64, String)], u64) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let wave = (*produced..*produced + 40).map(|i| (Some(format!("k{i}")), format!("m{i}").into_bytes()));
+        produce(topic, wave).await;
+        *produced += 40;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if done(&seen.lock().expect("not poisoned"), *produced) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 120 s");
+    }
+}
+
+/// The parts of a split source are members of one group: Kafka gives each
+/// its own partitions, each part drives a pipeline of its own, and when a
+/// member joins and leaves (a rebalance), partitions move between the
+/// pipelines with nothing lost and every offset committed in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_source_runs_one_pipeline_per_share_of_partitions_across_rebalances() {
+    let topic = unique("split");
+    create_topic(&topic, 4).await;
+    let group = unique("split");
+    let seen = Seen::default();
+    let parts =
+        source(&group, &[&topic]).commit_interval(Duration::from_millis(200)).build_parts(2, Utf8).expect("parts");
+    assert_eq!(parts.len(), 2);
+    let first = start_parts(parts, 0, &seen);
+    let mut produced = 0;
+    let parts_seen = |seen: &[(usize, i32, i64, String)], part: usize| seen.iter().any(|s| s.0 == part);
+    produce_until(&topic, &mut produced, &seen, "both parts read", |s, _| parts_seen(s, 0) && parts_seen(s, 1)).await;
+
+    // A third member joins: a rebalance hands it some partitions.
+    let joiner =
+        source(&group, &[&topic]).commit_interval(Duration::from_millis(200)).build_parts(1, Utf8).expect("part");
+    let second = start_parts(joiner, 2, &seen);
+    produce_until(&topic, &mut produced, &seen, "the joining member reads", |s, _| parts_seen(s, 2)).await;
+    // It leaves: its partitions go back to the first two parts.
+    second.shutdown(Duration::from_secs(30)).await.expect("the joiner shuts down cleanly");
+    let left = seen.lock().expect("not poisoned").len();
+    produce_until(&topic, &mut produced, &seen, "every message read", |s, produced| {
+        let values: BTreeSet<&str> = s.iter().map(|x| x.3.as_str()).collect();
+        s.len() > left && values.len() as u64 == produced
+    })
+    .await;
+    first.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    let values: BTreeSet<String> = seen.iter().map(|s| s.3.clone()).collect();
+    let expected: BTreeSet<String> = (0..produced).map(|i| format!("m{i}")).collect();
+    assert_eq!(values, expected, "every message was read (at least once)");
+    // Everything read is committed: each partition's offset is one past the
+    // last record it holds.
+    let mut ends = [0i64; 4];
+    for (_, partition, offset, _) in &seen {
+        ends[*partition as usize] = ends[*partition as usize].max(offset + 1);
+    }
+    let (g, t) = (group.clone(), topic.clone());
+    let committed = tokio::task::spawn_blocking(move || committed(&g, &t, 4)).await.expect("reader");
+    assert_eq!(committed, ends, "every partition committed to its end");
+}
