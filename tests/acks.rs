@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use nanostream::prelude::*;
 use nanostream::{
-    Context, Sink, TopologyBuilder, operators::batch, operators::then, operators::tumbling, sinks::into_sink,
-};
-use nanostream::{
+    Context, Sink, TopologyBuilder,
     acks::{AckGuard, AckOutcome, Acks},
-    operators::Windowed,
-    policy::Retry,
+    operators::{Windowed, batch, then, tumbling},
+    policy::{DeadLetter, Retry},
+    sinks::into_sink,
 };
 
 const BATCHES: u64 = 200;
@@ -245,11 +244,7 @@ async fn dead_lettered_items_are_done_once_the_dead_letter_is_consumed() {
     let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let (good, dead) = g.node_with_dead_letters("check", reject_odd(), items);
     g.sink("good", recorder(&ledger, one), good);
-    g.sink(
-        "dead",
-        recorder(&ledger, |d: &nanostream::policy::DeadLetter<Item, String>| vec![(d.input.batch, 1)]),
-        dead,
-    );
+    g.sink("dead", recorder(&ledger, |d: &DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
     run(g).await;
     check(&ledger);
 }
@@ -281,15 +276,31 @@ async fn a_sinks_dead_lettered_items_are_done_once_the_dead_letter_is_consumed()
     g.chunk_size(16).default_capacity(64);
     let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
     let dead = g.sink_with_dead_letters("store", store_even(&ledger), items);
-    g.sink(
-        "dead",
-        recorder(&ledger, |d: &nanostream::policy::DeadLetter<Item, String>| vec![(d.input.batch, 1)]),
-        dead,
-    );
+    g.sink("dead", recorder(&ledger, |d: &DeadLetter<Item, String>| vec![(d.input.batch, 1)]), dead);
     run(g).await;
     check(&ledger);
     let consumed: u64 = ledger.lock().expect("not poisoned").consumed.values().sum();
     assert_eq!(consumed, BATCHES * PER_BATCH, "every item written or dead-lettered, once");
+}
+
+/// A sink that keeps each chunk's acknowledgements until it commits still
+/// owes a chunk's dead letters: the chunk is done once its stored items are
+/// committed *and* its letters are consumed, not when the sink commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holding_sinks_dead_letters_owe_the_chunk_it_keeps() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
+    let mut store = Transactional::new(&ledger, 2);
+    store.fail_odd = true;
+    let dead = g.sink_with_dead_letters("store", store, items);
+    // Slow letters: a letter still in flight when the sink commits shows up
+    // as a batch released early.
+    let slow = |d: &DeadLetter<Item, String>| vec![(d.input.batch, 1)];
+    g.sink("dead", recorder(&ledger, slow), dead.with_capacity(4));
+    run(g).await;
+    check(&ledger);
 }
 
 /// A policy of the user's own, written once, wraps a node and a sink alike
@@ -354,11 +365,13 @@ struct Transactional {
     every: usize,
     uncommitted: Vec<Item>,
     held: Vec<Acks>,
+    /// Refuses the odd items.
+    fail_odd: bool,
 }
 
 impl Transactional {
     fn new(ledger: &Shared, every: usize) -> Self {
-        Self { ledger: ledger.clone(), every, uncommitted: Vec::new(), held: Vec::new() }
+        Self { ledger: ledger.clone(), every, uncommitted: Vec::new(), held: Vec::new(), fail_odd: false }
     }
 
     fn commit(&mut self) {
@@ -375,7 +388,7 @@ impl Transactional {
 
 impl Sink for Transactional {
     type In = Item;
-    type Error = Infallible;
+    type Error = String;
 
     fn hold(&mut self, acks: Acks) -> Acks {
         // The chunks before this one have been consumed in full.
@@ -386,13 +399,16 @@ impl Sink for Transactional {
         Acks::default()
     }
 
-    async fn consume(&mut self, item: Item) -> Result<(), Infallible> {
+    async fn consume(&mut self, item: Item) -> Result<(), String> {
         tokio::task::yield_now().await;
+        if self.fail_odd && !item.n.is_multiple_of(2) {
+            return Err("odd".to_owned());
+        }
         self.uncommitted.push(item);
         Ok(())
     }
 
-    async fn finish(&mut self) -> Result<(), Infallible> {
+    async fn finish(&mut self) -> Result<(), String> {
         self.commit();
         Ok(())
     }

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use nanostream::prelude::*;
 use nanostream::{
-    Context, Sink, operators::batch, operators::count, operators::then, sources::from_channel, sources::from_stream,
-};
-use nanostream::{
-    Error,
+    Context, Error, Sink,
     acks::{AckOutcome, Acks},
+    operators::{batch, count, then},
+    sources::{from_channel, from_stream},
 };
 
 /// Which source items were acknowledged as done, which were abandoned, and

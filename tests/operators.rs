@@ -13,11 +13,8 @@ use nanostream::testing::{run_node, run_node_timed, run_source, run_subgraph};
 use nanostream::{
     Error,
     error::BuildError,
+    operators::{batch, count, flat_map, fold_by_key, inspect, scan_by_key, sliding, throttle, tumbling},
     policy::{DeadLetter, Failure, Retry},
-};
-use nanostream::{
-    operators::batch, operators::count, operators::flat_map, operators::fold_by_key, operators::inspect,
-    operators::scan_by_key, operators::sliding, operators::throttle, operators::tumbling,
 };
 
 const S: Duration = Duration::from_secs(1);

@@ -37,12 +37,9 @@ use std::time::Duration;
 
 use nanostream::prelude::*;
 use nanostream::{
-    Context, Sink, TopologyBuilder, operators::batch, operators::filter_map, operators::flat_map,
-    operators::fold_by_key, operators::sliding, operators::then, operators::tumbling,
-};
-use nanostream::{
-    Error, Now,
+    Context, Error, Now, Sink, TopologyBuilder,
     acks::{AckOutcome, Acks},
+    operators::{batch, filter_map, flat_map, fold_by_key, sliding, then, tumbling},
     policy::{DeadLetter, Retry},
 };
 use proptest::prelude::*;

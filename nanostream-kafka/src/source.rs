@@ -37,7 +37,8 @@ pub enum StartFrom {
     /// The first time this process is assigned a partition, start at its
     /// earliest message, ignoring the committed offset (to reprocess a
     /// topic). Later assignments in the same process resume from the
-    /// committed offset.
+    /// committed offset, also when the partition moves between the parts of
+    /// a source split with [`build_parts`](KafkaSourceBuilder::build_parts).
     Earliest,
     /// Like `Earliest`, but start at the end: only new messages.
     Latest,
@@ -136,7 +137,7 @@ impl KafkaSourceBuilder {
     pub fn build<T, D: Decoder<T>>(self, decoder: D) -> Result<KafkaSource<T, D>, Error> {
         let config = self.member_config(None)?;
         let dead_letters = self.dead_letter_producer(&config)?;
-        self.build_member(config, decoder, dead_letters)
+        self.build_member(config, decoder, dead_letters, Seen::default())
     }
 
     /// Creates `parts` sources that join the group as `parts` members, so
@@ -150,7 +151,12 @@ impl KafkaSourceBuilder {
     /// parts (or to another process), the same at-least-once rules apply.
     ///
     /// A part whose member gets no partition (more parts than partitions)
-    /// emits nothing until a rebalance gives it some. With static group
+    /// emits nothing until a rebalance gives it some. The start policy holds
+    /// for the process: a partition that moves from one part to another
+    /// resumes from the committed offset. Keyed state (`fold_by_key`,
+    /// windows) in each part's pipeline sees every item of a key only if
+    /// the producers keep a key in one partition (Kafka's default
+    /// partitioner does, by message key). With static group
     /// membership (`group.instance.id`), each part gets the id with `-<i>`
     /// appended.
     ///
@@ -189,6 +195,7 @@ impl KafkaSourceBuilder {
         }
         let mut sources = Vec::with_capacity(parts);
         let mut dead_letters = None;
+        let seen = Seen::default();
         for part in 0..parts {
             let config = self.member_config(Some(part))?;
             if dead_letters.is_none() {
@@ -196,7 +203,7 @@ impl KafkaSourceBuilder {
             }
             // The parts share one dead-letter producer.
             let shared = dead_letters.clone();
-            sources.push(self.build_member(config, decoder.clone(), shared)?);
+            sources.push(self.build_member(config, decoder.clone(), shared, seen.clone())?);
         }
         Ok(sources)
     }
@@ -237,10 +244,11 @@ impl KafkaSourceBuilder {
         config: ClientConfig,
         decoder: D,
         dead_letters: Option<(FutureProducer, String)>,
+        seen: Seen,
     ) -> Result<KafkaSource<T, D>, Error> {
         let offsets = Arc::new(Offsets::default());
         let group = config.get("group.id").unwrap_or_default().to_owned();
-        let context = SourceContext { offsets: offsets.clone(), start: self.start, seen: Mutex::default(), group };
+        let context = SourceContext { offsets: offsets.clone(), start: self.start, seen, group };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         Ok(KafkaSource {
             consumer: OffWorker::new(Arc::new(consumer)),
@@ -376,12 +384,18 @@ impl KafkaSource<(), ()> {
     }
 }
 
+/// The partitions a process has been assigned before, shared by the parts
+/// of a split source: a partition that moves between parts resumes from the
+/// committed offset, whatever the start policy.
+type Seen = Arc<Mutex<HashSet<(String, i32)>>>;
+
 /// Reacts to rebalances and statistics.
 pub(crate) struct SourceContext {
     offsets: Arc<Offsets>,
     start: StartFrom,
-    /// Partitions this process has been assigned before.
-    seen: Mutex<HashSet<(String, i32)>>,
+    /// Partitions this process (any part of a split source) has been
+    /// assigned before.
+    seen: Seen,
     group: String,
 }
 
@@ -829,6 +843,11 @@ mod tests {
         assert_eq!(ids, ["job-0", "job-1", "job-2"], "static members get ids of their own");
         let parts = builder.build_parts(3, crate::Utf8).expect("parts");
         assert_eq!(parts.len(), 3);
+        // The start policy holds for the process: the parts share what has
+        // been assigned before, so a partition moving between them resumes
+        // from the committed offset.
+        let seen = |part: &KafkaSource<String, crate::Utf8>| Arc::clone(&part.consumer.context().seen);
+        assert!(parts.iter().all(|part| Arc::ptr_eq(&seen(part), &seen(&parts[0]))));
     }
 
     #[test]
@@ -839,7 +858,7 @@ mod tests {
         let context = SourceContext {
             offsets: offsets.clone(),
             start: StartFrom::Committed,
-            seen: Mutex::default(),
+            seen: Seen::default(),
             group: "g".into(),
         };
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()

@@ -22,7 +22,7 @@ use crate::runtime::status::{Status, Stop};
 /// The futures must be `Send`, because nodes run inside Tokio tasks, which
 /// a multi-thread runtime moves between threads. A node runs in a task of its
 /// own, or fused into the task of the node before it (see
-/// [`Inputs::unfused`](crate::Output::unfused)); either way its hooks are
+/// [`Output::unfused`](crate::Output::unfused)); either way its hooks are
 /// called in the same order, under its own name. Write the methods as
 /// `async fn` in the `impl`.
 ///

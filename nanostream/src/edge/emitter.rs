@@ -99,8 +99,9 @@ pub(crate) trait Stage<T>: Send {
     /// the rest of the chain, and fires its due timers; ready when all of it
     /// is done. Arms the stage's timer when it has one. `idle` says that the
     /// task is about to wait (the head of the chain has nothing more ready),
-    /// the moment for a sink to write out what it buffers; otherwise the
-    /// flush is one of many while the chain is busy.
+    /// the moment for each node of the chain to write out what it buffers
+    /// outside the graph ([`Node::flush`](crate::Node::flush)); otherwise
+    /// the flush is one of many while the chain is busy.
     fn poll_flush(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<Result<(), StageStopped>>;
     /// The input ended: runs the stage's final hook, then closes the rest of
     /// the chain.

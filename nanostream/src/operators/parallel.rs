@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::edge::acks::Acks;
 use crate::edge::emitter::{Emitter, Held};
 use crate::node::{Context, Node, Now};
 
@@ -175,6 +176,16 @@ impl<N: Node> Node for Sequenced<N> {
             Now::Fail(error) => Now::Fail(error),
             Now::Later(item) => Now::Later((seq, item)),
         }
+    }
+
+    fn hold(&mut self, acks: Acks) -> Acks {
+        self.inner.hold(acks)
+    }
+
+    async fn flush(&mut self, out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
+        self.inner.flush(&mut self.local).await?;
+        self.emit_tail(out).await;
+        Ok(())
     }
 
     fn deadline(&self) -> Option<Instant> {

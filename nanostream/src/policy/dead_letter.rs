@@ -20,6 +20,12 @@ pub(crate) struct DeadLetters<In, E> {
     name: String,
     /// A failure found on the fast path, sent by the slow path.
     pending: Option<DeadLetter<In, E>>,
+    /// A copy of what the chunk in progress owes, for its letters: the node
+    /// may keep the chunk's own (a sink that holds them until its writes
+    /// are done), and a letter must owe them too. Released once the chunk
+    /// is processed (at the next chunk, or when the task waits); dropped,
+    /// so abandoned, if the node fails.
+    chunk: Acks,
 }
 
 impl<In, E> DeadLetters<In, E> {
@@ -41,11 +47,23 @@ impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
         self.name = ctx.name().to_owned();
     }
 
+    fn hold(&mut self, node: &mut N, acks: Acks) -> Acks {
+        // The previous chunk is processed: its letters hold their own copies.
+        std::mem::replace(&mut self.chunk, acks.clone()).release();
+        node.hold(acks)
+    }
+
+    async fn flush(&mut self, node: &mut N, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
+        // Every chunk held so far is processed.
+        std::mem::take(&mut self.chunk).release();
+        node.flush(out).await
+    }
+
     async fn process(&mut self, node: &mut N, item: N::In, out: &mut Emitter<N::Out>) -> Result<(), N::Error> {
         if let Some(letter) = self.pending.take() {
             // `item` is the copy the fast path handed over; it already failed.
             drop(item);
-            send_letter(&self.tx, letter, out.current_acks()).await;
+            send_letter(&self.tx, letter, self.chunk.clone()).await;
             return Ok(());
         }
         let keep = (self.clone)(&item);
@@ -55,7 +73,7 @@ impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
             Err(panic) => Failure::Panic(panic_message(&*panic)),
         };
         let letter = self.letter(keep, failure);
-        send_letter(&self.tx, letter, out.current_acks()).await;
+        send_letter(&self.tx, letter, self.chunk.clone()).await;
         Ok(())
     }
 
@@ -119,6 +137,7 @@ where
     N::In: Clone,
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let policy = DeadLetters { clone: <N::In as Clone>::clone, tx, name: String::new(), pending: None };
+    let policy =
+        DeadLetters { clone: <N::In as Clone>::clone, tx, name: String::new(), pending: None, chunk: Acks::default() };
     (WithPolicy::new(policy, inner), LetterSource { rx })
 }

@@ -16,7 +16,7 @@ use crate::node::{Context, Node, Now};
 /// A policy is written once and wraps any [`Node`] (every sink is one):
 /// [`WithPolicy`] gives it the item and the node, and forwards the rest of
 /// the node's lifecycle (setup, timers, `flush`, `finish`, acknowledgements)
-/// unchanged. The built-in policies are [`SkipErrors`](super::SkipErrors)
+/// unchanged (a policy may look at the per-chunk ones too). The built-in policies are [`SkipErrors`](super::SkipErrors)
 /// and [`Retrying`](super::Retrying), applied with
 /// [`NodeExt::skip_errors`](crate::NodeExt::skip_errors) and
 /// [`NodeExt::retry`](crate::NodeExt::retry); [`NodeExt::with_policy`](crate::NodeExt::with_policy)
@@ -87,6 +87,20 @@ pub trait Policy<N: Node>: Send + 'static {
         out: &mut Emitter<N::Out>,
     ) -> impl Future<Output = Result<(), N::Error>> + Send;
 
+    /// Sees the acknowledgements of the chunk of input about to be
+    /// processed and hands them to the node's [`hold`](Node::hold) (the
+    /// default), for a policy that must know what the chunk owes even when
+    /// the node keeps it (dead letters owe it too).
+    fn hold(&mut self, node: &mut N, acks: Acks) -> Acks {
+        node.hold(acks)
+    }
+
+    /// Calls the node's [`flush`](Node::flush) (the default), when the
+    /// task is about to wait: every chunk held so far has been processed.
+    fn flush(&mut self, node: &mut N, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
+        node.flush(out)
+    }
+
     /// The synchronous fast path for one item: calls the node's
     /// [`process_now`](Node::process_now) as the policy says, with the same
     /// contract. The default hands every item to
@@ -131,11 +145,11 @@ impl<P: Policy<N>, N: Node> Node for WithPolicy<P, N> {
     }
 
     fn hold(&mut self, acks: Acks) -> Acks {
-        self.node.hold(acks)
+        self.policy.hold(&mut self.node, acks)
     }
 
     fn flush(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
-        self.node.flush(out)
+        self.policy.flush(&mut self.node, out)
     }
 
     fn deadline(&self) -> Option<Instant> {

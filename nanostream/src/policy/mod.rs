@@ -7,7 +7,8 @@
 //!   in the node's metrics, log it, drop the item, go on;
 //! - [`NodeExt::retry`](crate::NodeExt::retry): try the item again with
 //!   exponential backoff, up to a number of attempts;
-//! - [`TopologyBuilder::node_with_dead_letters`](crate::TopologyBuilder::node_with_dead_letters):
+//! - [`TopologyBuilder::node_with_dead_letters`](crate::TopologyBuilder::node_with_dead_letters)
+//!   and [`sink_with_dead_letters`](crate::TopologyBuilder::sink_with_dead_letters):
 //!   route the failing input and its error, as a [`DeadLetter`], to other
 //!   nodes of the graph.
 //!

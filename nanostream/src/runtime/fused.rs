@@ -228,6 +228,10 @@ pub(crate) struct NodeStage<N: Node, F, G> {
     returned: Vec<N::In>,
     /// See [`node_stage`].
     give_back: Option<GiveBack<N::In>>,
+    /// With `give_back`: a copy of what the chunk in progress owes, for the
+    /// items given back (the node's `hold` may keep the chunk's own).
+    /// Released once the chunk is processed.
+    chunk_acks: Option<Acks>,
     /// Processed input since the node's last `flush`.
     dirty: bool,
     phase: Phase,
@@ -288,6 +292,7 @@ where
             stack: Vec::new(),
             returned: Vec::new(),
             give_back: None,
+            chunk_acks: None,
             dirty: false,
             phase: Phase::Open,
             shared,
@@ -340,9 +345,12 @@ where
                                 }
                             };
                             self.dirty = true;
+                            let given_back = self.chunk_acks.take();
                             if self.shared.ctx.has_failed() {
                                 // Torn down meanwhile: nothing new is done.
                                 self.out.abandon_input();
+                            } else if let Some(acks) = given_back {
+                                acks.release();
                             }
                             // The emitter before this stage gets the allocation
                             // back for its next chunk, unless it has not taken
@@ -383,7 +391,8 @@ where
                                 // Idle workers take the rest of the chunk now.
                                 let mut items = std::mem::take(stack);
                                 items.reverse();
-                                queue.give_back(Chunk { items, acks: self.out.current_acks() });
+                                let acks = self.chunk_acks.clone().unwrap_or_else(|| self.out.current_acks());
+                                queue.give_back(Chunk { items, acks });
                             }
                             self.work = NodeWork::Item { rest, started };
                             // The node waits: what it emitted goes on meanwhile.
@@ -514,6 +523,9 @@ where
         debug_assert!(matches!(self.work, NodeWork::Idle), "a stage takes a chunk only when ready");
         self.shared.ctx.stats().add_received(chunk.items.len(), 0);
         let node = self.node.as_mut().expect("nanostream: a fused node is missing between calls");
+        if self.give_back.is_some() {
+            self.chunk_acks = Some(chunk.acks.clone());
+        }
         let acks = node.hold(chunk.acks);
         self.work =
             NodeWork::Chunk { items: Items::Fresh(chunk.items), acks: Some(acks), started: self.shared.busy.start() };
@@ -523,9 +535,14 @@ where
         loop {
             ready!(self.drive(cx))?;
             if idle && self.dirty && self.phase == Phase::Open {
+                self.dirty = false;
+                if self.shared.ctx.has_failed() {
+                    // Nothing is written out, so nothing is done, once the
+                    // pipeline is failing.
+                    continue;
+                }
                 // The task has nothing more ready: the moment for the node
                 // to write out what it buffers outside the graph.
-                self.dirty = false;
                 let node = self.node.take().expect("nanostream: a fused node is missing between calls");
                 self.flushing.set(Some((self.make_flush)(node, self.out.handle())));
                 self.work = NodeWork::Flush;

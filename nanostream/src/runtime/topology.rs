@@ -109,7 +109,7 @@ impl Topology {
     }
 
     /// Spawns the pipeline's Tokio tasks and returns at once: one per node,
-    /// or per fused chain of nodes (see [`Inputs::unfused`](crate::Output::unfused)).
+    /// or per fused chain of nodes (see [`Output::unfused`](crate::Output::unfused)).
     ///
     /// Each node's code runs inside a `tracing` span named after the node,
     /// fused or not; built with `--cfg tokio_unstable`, each task carries the
