@@ -357,7 +357,7 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut parsed = Args { items: 20_000_000, rounds: 5, only: None };
+    let mut parsed = Args { items: 100_000_000, rounds: 5, only: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
