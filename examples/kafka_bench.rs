@@ -87,6 +87,10 @@ struct Args {
     /// group), each driving a pipeline of its own (`build_parts`).
     #[arg(long, default_value_t = 1)]
     parts: usize,
+    /// Chunk size of the nanostream graph (items handed from node to node
+    /// at a time).
+    #[arg(long, default_value_t = 1024)]
+    chunk: usize,
     /// Internal: run one variant in this process (0, 1 or 2) and exit.
     #[arg(long, hide = true)]
     child: Option<usize>,
@@ -196,13 +200,15 @@ async fn tag(record: Record<Map<String, Value>>) -> Outgoing<Map<String, Value>>
     }
 }
 
-async fn run_nanostream(brokers: &str, input: &str, output: &str, n: u64, auto_commit: bool, parts: usize) {
+async fn run_nanostream(args: &Args, input: &str, output: &str, auto_commit: bool) {
+    let (brokers, n, parts) = (args.brokers.as_str(), args.messages, args.parts);
     let mut source = KafkaSource::builder(brokers, &unique("bench-nano")).topic(input).auto_commit(auto_commit);
     for (k, v) in GROUP_SETTINGS {
         source = source.set(k, v);
     }
     let sources = source.build_parts(parts, Json).expect("source");
     let mut g = Topology::builder();
+    g.chunk_size(args.chunk);
     let mut delivered = Vec::new();
     for (i, source) in sources.into_iter().enumerate() {
         let sink = KafkaSink::builder(brokers).default_topic(output).set("linger.ms", "5").build(Json).expect("sink");
@@ -263,7 +269,7 @@ fn child(args: &Args, variant: usize) {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(run_nanostream(&args.brokers, input, output, args.messages, variant == 1, args.parts));
+            rt.block_on(run_nanostream(args, input, output, variant == 1));
         }
         _ => run_hand_written(&args.brokers, input, output, args.messages),
     }
@@ -307,7 +313,7 @@ fn measure(args: &Args, input: &str, variant: usize) -> (Duration, Duration) {
     let status = std::process::Command::new(exe)
         .args(["--brokers", &args.brokers, "--input", input, "--output", &output])
         .args(["--messages", &args.messages.to_string(), "--workers", &args.workers.to_string()])
-        .args(["--parts", &args.parts.to_string()])
+        .args(["--parts", &args.parts.to_string(), "--chunk", &args.chunk.to_string()])
         .args(["--child", &variant.to_string()])
         .status()
         .expect("child runs");
