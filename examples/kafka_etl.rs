@@ -13,9 +13,16 @@
 //!   the same key and headers;
 //! - any other message goes to the dead-letter topic with its original
 //!   bytes, key and headers, plus an `error` header saying why;
-//! - a progress line goes to stderr every few seconds;
+//! - a progress line goes to stderr every few seconds, and the source's
+//!   logs (joining the group, partitions assigned, client errors, each
+//!   distinct one once) go there too (`RUST_LOG` sets the filter, `info` by
+//!   default);
 //! - on SIGINT or SIGTERM it stops consuming, lets everything in flight
-//!   reach Kafka, commits, and exits with status 0.
+//!   reach Kafka, commits, and exits with status 0;
+//! - with `--until-end` it reads every partition up to the end it had at
+//!   start, then drains, commits and exits with status 0;
+//! - if no broker answers within `--startup-timeout` seconds, or an input
+//!   topic does not exist, it exits with status 1 and says why.
 //!
 //! Run more copies with the same `--group` to split the partitions.
 
@@ -52,6 +59,12 @@ struct Args {
     /// Seconds a graceful shutdown may take before it is aborted.
     #[arg(long, default_value_t = 60)]
     shutdown_deadline: u64,
+    /// Read every partition up to the end it has now, then stop.
+    #[arg(long)]
+    until_end: bool,
+    /// Seconds to wait for the brokers at start before giving up.
+    #[arg(long, default_value_t = 10)]
+    startup_timeout: u64,
 }
 
 /// Why a message is rejected.
@@ -145,6 +158,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // Small groups rebalance in seconds rather than tens of seconds.
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
+        // A job: fail rather than wait for a cluster that is not there.
+        .require_brokers(true)
+        .startup_timeout(Duration::from_secs(args.startup_timeout))
+        .until_end(args.until_end)
         .build(Raw)?;
     let sink = KafkaSink::builder(&args.brokers).build(Raw)?;
     let deliveries = sink.deliveries();
@@ -174,14 +191,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             running.shutdown(Duration::from_secs(args.shutdown_deadline)).await?;
             eprintln!("stopped cleanly: {} messages produced", deliveries.get());
         }
-        // The pipeline ended on its own: only a failure does that.
-        None => running.join().await?,
+        // The pipeline ended on its own: read to the end, or failed.
+        None => {
+            running.join().await?;
+            eprintln!("read to the end: {} messages produced", deliveries.get());
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -10,6 +10,24 @@ pub enum Error {
     /// A source was built without any topic.
     #[error("a Kafka source needs at least one topic")]
     NoTopics,
+    /// No broker answered within the start-up deadline
+    /// ([`KafkaSourceBuilder::startup_timeout`](crate::KafkaSourceBuilder::startup_timeout)),
+    /// with [`require_brokers`](crate::KafkaSourceBuilder::require_brokers)
+    /// on or a bounded read asked for.
+    #[error("no Kafka broker answered within {}s", waited.as_secs())]
+    Unreachable {
+        /// How long the source waited.
+        waited: std::time::Duration,
+        /// librdkafka's last error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic the source subscribes to does not exist.
+    #[error("topic `{topic}` does not exist")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
     /// [`build_parts`](crate::KafkaSourceBuilder::build_parts) was asked for
     /// no part.
     #[error("a Kafka source split into parts needs at least one part")]

@@ -54,6 +54,7 @@ mod offsets;
 mod record;
 mod sink;
 mod source;
+mod startup;
 
 pub use codec::{Bincode, Decoder, EncodeWith, Encoder, Json, Raw, Utf8, encode_with};
 pub use error::Error;

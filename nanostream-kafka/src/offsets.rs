@@ -206,6 +206,11 @@ impl Offsets {
         state.logs.clear();
     }
 
+    /// The partitions assigned now.
+    pub(crate) fn assigned(&self) -> Vec<Key> {
+        self.lock().logs.keys().cloned().collect()
+    }
+
     /// Whether every batch emitted so far is settled: done, or abandoned
     /// (then never committed past).
     pub(crate) fn all_done(&self) -> bool {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nanostream::{Context, Now, Sink, acks::Acks};
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -17,6 +17,7 @@ use crate::blocking::OffWorker;
 use crate::codec::Encoder;
 use crate::error::Error;
 use crate::record::Outgoing;
+use crate::startup;
 
 /// Builds a [`KafkaSink`]; see [`KafkaSink::builder`].
 #[derive(Debug, Clone)]
@@ -116,7 +117,15 @@ struct SinkContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        startup::repeats().client_log("producer", level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        startup::repeats().client_error("producer", &error, reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Arc<Owed>;

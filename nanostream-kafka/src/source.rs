@@ -1,16 +1,17 @@
 //! The Kafka source: consume several topics in one consumer group.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use nanostream::{Context, Emitter, Source, acks::Acks};
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, OwnedHeaders};
@@ -24,6 +25,7 @@ use crate::codec::Decoder;
 use crate::error::Error;
 use crate::offsets::{BatchGuard, Offsets};
 use crate::record::{Header, Record};
+use crate::startup::{self, Quiet, Repeats};
 
 /// Where a partition starts being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,9 +72,70 @@ pub struct KafkaSourceBuilder {
     commit_interval: Duration,
     batch: usize,
     auto_commit: bool,
+    startup: Startup,
+}
+
+/// What the source checks and waits for when it starts.
+#[derive(Debug, Clone, Copy)]
+struct Startup {
+    timeout: Duration,
+    require_brokers: bool,
+    allow_missing_topics: bool,
+    assignment_warning: Duration,
+    until_end: bool,
 }
 
 impl KafkaSourceBuilder {
+    /// How long the source waits, when it starts, for the brokers to answer
+    /// (default 30 s). Within it, a topic that does not exist fails the
+    /// pipeline with [`Error::UnknownTopic`] (unless
+    /// [`allow_missing_topics`](Self::allow_missing_topics)); brokers that
+    /// do not answer are logged once and waited for, or fail it with
+    /// [`Error::Unreachable`] with [`require_brokers`](Self::require_brokers).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup.timeout = timeout;
+        self
+    }
+
+    /// Fails the pipeline with [`Error::Unreachable`] when no broker answers
+    /// within the [`startup_timeout`](Self::startup_timeout), instead of
+    /// waiting for them (off by default: a service may start before its
+    /// cluster). Jobs that should stop rather than hang turn it on.
+    pub fn require_brokers(mut self, require: bool) -> Self {
+        self.startup.require_brokers = require;
+        self
+    }
+
+    /// Lets the source start when a topic does not exist yet (it is read
+    /// once it is created), instead of failing with
+    /// [`Error::UnknownTopic`].
+    pub fn allow_missing_topics(mut self, allow: bool) -> Self {
+        self.startup.allow_missing_topics = allow;
+        self
+    }
+
+    /// Logs a warning if the group has assigned this source no partition
+    /// this long after it started to join (default 30 s): a group that
+    /// cannot form, or more members than partitions.
+    pub fn assignment_warning(mut self, after: Duration) -> Self {
+        self.startup.assignment_warning = after;
+        self
+    }
+
+    /// A bounded read: reads every partition up to the offset that was its
+    /// end when the source started, then finishes, so the pipeline drains,
+    /// commits and completes (a backfill, a check, "process yesterday's
+    /// topic"). Partitions that were empty, or already read to their end by
+    /// the group, are done at once. Needs the brokers to answer at start
+    /// (else [`Error::Unreachable`]).
+    ///
+    /// The end offsets are the brokers' high watermarks (with the default
+    /// `isolation.level=read_committed`, the last stable offsets).
+    pub fn until_end(mut self, bounded: bool) -> Self {
+        self.startup.until_end = bounded;
+        self
+    }
+
     /// Lets librdkafka commit consumed offsets on its own (every
     /// `auto.commit.interval.ms`, 5 s) instead of tracking acknowledgements:
     /// a little cheaper, but a crash can then lose records that were
@@ -226,7 +289,7 @@ impl KafkaSourceBuilder {
     }
 
     /// The producer of dead letters, if undecodable payloads go to a topic.
-    fn dead_letter_producer(&self, config: &ClientConfig) -> Result<Option<(FutureProducer, String)>, Error> {
+    fn dead_letter_producer(&self, config: &ClientConfig) -> Result<Option<(FutureProducer<Quiet>, String)>, Error> {
         let DecodeErrors::DeadLetter(topic) = &self.decode_errors else { return Ok(None) };
         // The connection settings the consumer was given (brokers, TLS,
         // SASL, ...) apply to the dead-letter producer too.
@@ -236,19 +299,26 @@ impl KafkaSourceBuilder {
                 producer.set(key, value);
             }
         }
-        Ok(Some((producer.create::<FutureProducer>()?, topic.clone())))
+        Ok(Some((producer.create_with_context::<_, FutureProducer<Quiet>>(Quiet)?, topic.clone())))
     }
 
     fn build_member<T, D: Decoder<T>>(
         &self,
         config: ClientConfig,
         decoder: D,
-        dead_letters: Option<(FutureProducer, String)>,
+        dead_letters: Option<(FutureProducer<Quiet>, String)>,
         seen: Seen,
     ) -> Result<KafkaSource<T, D>, Error> {
         let offsets = Arc::new(Offsets::default());
         let group = config.get("group.id").unwrap_or_default().to_owned();
-        let context = SourceContext { offsets: offsets.clone(), start: self.start, seen, group };
+        let context = SourceContext {
+            offsets: offsets.clone(),
+            start: self.start,
+            seen,
+            group,
+            joined: Mutex::default(),
+            assigned: AtomicBool::new(false),
+        };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         Ok(KafkaSource {
             consumer: OffWorker::new(Arc::new(consumer)),
@@ -260,6 +330,8 @@ impl KafkaSourceBuilder {
             commit_interval: self.commit_interval,
             batch: self.batch,
             track: !self.auto_commit,
+            startup: self.startup,
+            ends: HashMap::new(),
             ctx: None,
             topic_names: Vec::new(),
             _t: PhantomData,
@@ -333,11 +405,15 @@ pub struct KafkaSource<T, D> {
     topics: Vec<String>,
     offsets: Arc<Offsets>,
     decode_errors: DecodeErrors,
-    dead_letters: Option<(OffWorker<FutureProducer>, String)>,
+    dead_letters: Option<(OffWorker<FutureProducer<Quiet>>, String)>,
     commit_interval: Duration,
     batch: usize,
     /// Track acknowledgements and commit only what is done.
     track: bool,
+    startup: Startup,
+    /// With `until_end`: each partition's end offset at start, and whether
+    /// it has been read to it.
+    ends: HashMap<(Arc<str>, i32), End>,
     ctx: Option<Context>,
     /// Topic names handed out as `Arc<str>`, so records share them.
     topic_names: Vec<Arc<str>>,
@@ -380,6 +456,13 @@ impl KafkaSource<(), ()> {
             commit_interval: Duration::from_secs(1),
             batch: 1024,
             auto_commit: false,
+            startup: Startup {
+                timeout: Duration::from_secs(30),
+                require_brokers: false,
+                allow_missing_topics: false,
+                assignment_warning: Duration::from_secs(30),
+                until_end: false,
+            },
         }
     }
 }
@@ -397,9 +480,21 @@ pub(crate) struct SourceContext {
     /// assigned before.
     seen: Seen,
     group: String,
+    /// When the source started to join the group.
+    joined: Mutex<Option<Instant>>,
+    /// Partitions were assigned at least once.
+    assigned: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        startup::repeats().client_log("consumer", level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        startup::repeats().client_error("consumer", &error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
@@ -452,7 +547,17 @@ impl ConsumerContext for SourceContext {
                     }
                 }
                 self.offsets.assign(tpl);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if self.assigned.swap(true, Ordering::AcqRel) {
+                    tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
+                } else {
+                    let joined = *self.joined.lock().unwrap_or_else(PoisonError::into_inner);
+                    let after = joined.map(|at| at.elapsed().as_secs_f64()).unwrap_or_default();
+                    tracing::info!(
+                        group = %self.group,
+                        partitions = tpl.count(),
+                        "partitions assigned, {after:.1}s after joining the group"
+                    );
+                }
                 if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -485,7 +590,136 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// A partition's end, for a bounded read.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    /// One past the last offset to read.
+    end: i64,
+    done: bool,
+}
+
+/// What a bounded read does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Read,
+    /// The partition's last message to read: read it, then the partition is
+    /// done.
+    ReadLast,
+    /// Past the end: not read (not tracked, so not committed either).
+    Skip,
+}
+
 impl<T, D> KafkaSource<T, D> {
+    /// Asks the brokers for the topics, and for a bounded read their end
+    /// offsets, within the start-up deadline.
+    async fn check_cluster(&mut self) -> Result<(), Error> {
+        let consumer = Arc::clone(&self.consumer);
+        let topics = self.topics.clone();
+        let startup = self.startup;
+        let checked = blocking(move || {
+            let partitions = startup::partitions(&*consumer, &topics, startup.timeout, startup.allow_missing_topics)?;
+            if startup.until_end { startup::bounds(&*consumer, &partitions, startup.timeout) } else { Ok(Vec::new()) }
+        })
+        .await;
+        match checked {
+            // The runtime is shutting down.
+            None => Ok(()),
+            Some(Ok(bounds)) => {
+                for (topic, partition, low, high) in bounds {
+                    let topic = self.topic_name(&topic);
+                    self.ends.insert((topic, partition), End { end: high, done: high <= low });
+                }
+                if self.startup.until_end {
+                    let to_read = self.ends.values().filter(|e| !e.done).count();
+                    tracing::info!(
+                        partitions = self.ends.len(),
+                        to_read,
+                        "bounded read: reading up to the end offsets of now"
+                    );
+                }
+                Ok(())
+            }
+            Some(Err(Error::Unreachable { waited, source }))
+                if !self.startup.require_brokers && !self.startup.until_end =>
+            {
+                tracing::warn!(
+                    error = %source,
+                    "no Kafka broker answered within {}s; still trying (require_brokers(true) fails instead)",
+                    waited.as_secs()
+                );
+                Ok(())
+            }
+            Some(Err(error)) => Err(error),
+        }
+    }
+
+    /// For a bounded read, what to do with `offset` of `partition`.
+    fn bound(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> Bound {
+        if !self.startup.until_end {
+            return Bound::Read;
+        }
+        // A partition that did not exist at start was empty then.
+        let Some(end) = self.ends.get_mut(&(topic.clone(), partition)) else { return Bound::Skip };
+        if end.done || offset >= end.end {
+            return Bound::Skip;
+        }
+        if offset + 1 >= end.end {
+            end.done = true;
+            return Bound::ReadLast;
+        }
+        Bound::Read
+    }
+
+    /// Stops fetching a partition read to its end.
+    fn pause(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(error) = self.consumer.pause(&tpl) {
+            tracing::debug!(%error, topic, partition, "pausing a partition read to its end failed");
+        }
+    }
+
+    /// For a bounded read: whether every partition this source reads is
+    /// read to its end (every partition there is, before the group assigns
+    /// any).
+    fn read_to_end(&self) -> bool {
+        if self.ends.values().all(|e| e.done) {
+            return true;
+        }
+        if !self.consumer.context().assigned.load(Ordering::Acquire) {
+            return false;
+        }
+        self.offsets.assigned().iter().all(|key| self.ends.get(key).is_none_or(|e| e.done))
+    }
+
+    /// For a bounded read: marks done the assigned partitions the group has
+    /// already committed up to their end (no message comes from them).
+    async fn check_committed(&mut self) {
+        let mut open = TopicPartitionList::new();
+        for key in self.offsets.assigned() {
+            if self.ends.get(&key).is_some_and(|e| !e.done) {
+                open.add_partition(&key.0, key.1);
+            }
+        }
+        if open.count() == 0 {
+            return;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let timeout = self.startup.timeout;
+        let Some(Ok(committed)) = blocking(move || consumer.committed_offsets(open, timeout)).await else { return };
+        for elem in committed.elements() {
+            let Offset::Offset(at) = elem.offset() else { continue };
+            let key = (self.topic_name(elem.topic()), elem.partition());
+            if let Some(end) = self.ends.get_mut(&key)
+                && at >= end.end
+                && !end.done
+            {
+                end.done = true;
+                self.pause(elem.topic(), elem.partition());
+            }
+        }
+    }
+
     fn topic_name(&mut self, topic: &str) -> Arc<str> {
         if let Some(name) = self.topic_names.iter().find(|n| &***n == topic) {
             return name.clone();
@@ -531,11 +765,11 @@ impl<T, D> KafkaSource<T, D> {
 
 /// Fails on a fatal consumer error; logs and counts the others (a broker
 /// going away, an unknown topic), which librdkafka recovers from itself.
-fn consumer_error(error: KafkaError, ctx: &Context) -> Result<(), Error> {
+fn consumer_error(error: KafkaError, ctx: &Context, repeats: &Repeats) -> Result<(), Error> {
     match error {
         KafkaError::MessageConsumption(code) => {
             ctx.record_error();
-            tracing::warn!(error = %code, "consumer error; librdkafka keeps trying");
+            repeats.log(tracing::Level::WARN, "consumer", &format!("consumer error, librdkafka keeps trying: {code}"));
             Ok(())
         }
         fatal => Err(fatal.into()),
@@ -584,6 +818,10 @@ where
     async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
         self.offsets.set_context(ctx);
         self.ctx = Some(ctx.clone());
+        self.check_cluster().await?;
+        let group = self.consumer.context().group.clone();
+        tracing::info!(node = %ctx.name(), "joining group {group} for topics {}", self.topics.join(", "));
+        *self.consumer.context().joined.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         self.consumer.subscribe(&topics)?;
         Ok(())
@@ -596,6 +834,9 @@ where
         let mut shutdown = pin!(ctx.shutdown_requested());
         let mut commit_tick = tokio::time::interval(self.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let assignment_warning = tokio::time::sleep(self.startup.assignment_warning);
+        let mut assignment_warning = pin!(assignment_warning);
+        let mut warned = false;
         let mut dead_letters: FuturesUnordered<DeadLetterDelivery> = FuturesUnordered::new();
         let mut batch_letters: Vec<(Arc<str>, i32, Delivery)> = Vec::new();
         let mut records: Vec<Record<T>> = Vec::with_capacity(self.batch);
@@ -615,6 +856,26 @@ where
                     }
                     _ = commit_tick.tick() => {
                         self.commit_async();
+                        if self.startup.until_end {
+                            self.check_committed().await;
+                            if self.read_to_end() {
+                                tracing::info!("bounded read: every partition read to its end");
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    () = &mut assignment_warning, if !warned => {
+                        warned = true;
+                        if self.offsets.assigned().is_empty() {
+                            tracing::warn!(
+                                group = %consumer.context().group,
+                                topics = %self.topics.join(", "),
+                                "no partition assigned {}s after joining the group: is the group able to form, \
+                                 and are there fewer members than partitions?",
+                                self.startup.assignment_warning.as_secs()
+                            );
+                        }
                         continue;
                     }
                     // Back-pressure: with a batch of dead letters waiting for
@@ -632,9 +893,23 @@ where
                 let message = match result {
                     Ok(message) => Some(message),
                     Err(error) => {
-                        consumer_error(error, &ctx)?;
+                        consumer_error(error, &ctx, startup::repeats())?;
                         None
                     }
+                };
+                let message = match message {
+                    Some(message) => {
+                        let topic = self.topic_name(message.topic());
+                        match self.bound(&topic, message.partition(), message.offset()) {
+                            Bound::Read => Some(message),
+                            Bound::ReadLast => {
+                                self.pause(&topic, message.partition());
+                                Some(message)
+                            }
+                            Bound::Skip => None,
+                        }
+                    }
+                    None => None,
                 };
                 if let Some(message) = message {
                     let topic = self.topic_name(message.topic());
@@ -707,6 +982,10 @@ where
             // Send what is buffered before waiting for more (a full batch
             // has mostly been sent in chunks already).
             out.flush().await;
+            if self.startup.until_end && self.read_to_end() {
+                tracing::info!("bounded read: every partition read to its end");
+                break;
+            }
         }
         // Stop consuming; let the graph drain; commit once all is done.
         out.close().await;
@@ -719,10 +998,10 @@ where
             // Keep serving the group (rebalances, heartbeats) while the graph
             // drains, without reading more: a message that still arrives is
             // not tracked, so it is read again after a restart.
-            let consumer = Arc::clone(&self.consumer);
+            let pausing = Arc::clone(&self.consumer);
             blocking(move || {
-                if let Ok(assignment) = consumer.assignment() {
-                    let _ = consumer.pause(&assignment);
+                if let Ok(assignment) = pausing.assignment() {
+                    let _ = pausing.pause(&assignment);
                 }
             })
             .await;
@@ -732,7 +1011,7 @@ where
                     _ = poll.tick() => {}
                     message = stream.next() => {
                         if let Some(Err(error)) = message {
-                            consumer_error(error, &ctx)?;
+                            consumer_error(error, &ctx, startup::repeats())?;
                         }
                     }
                 }
@@ -860,6 +1139,8 @@ mod tests {
             start: StartFrom::Committed,
             seen: Seen::default(),
             group: "g".into(),
+            joined: Mutex::default(),
+            assigned: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())

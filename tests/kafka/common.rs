@@ -55,7 +55,26 @@ pub fn producer() -> FutureProducer {
 
 /// Produces every `(key, payload)` to `topic` and waits for all deliveries.
 pub async fn produce(topic: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
-    let producer = producer();
+    produce_with(producer(), topic, messages).await;
+}
+
+/// Like [`produce`], one record per batch: the test broker's high watermark
+/// (the end offset a bounded read stops at) is right only then (BROKER.md).
+pub async fn produce_unbatched(topic: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    produce_with(producer, topic, messages).await;
+}
+
+async fn produce_with(
+    producer: FutureProducer,
+    topic: &str,
+    messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>,
+) {
     let mut deliveries = Vec::new();
     for (key, payload) in messages {
         let mut record = FutureRecord::to(topic).payload(&payload);

@@ -348,3 +348,100 @@ impl Drop for Etl {
         }
     }
 }
+
+/// Runs `kafka_etl` with `args` to its exit (at most `limit`); returns its
+/// exit code, how long it ran, and its stderr lines.
+fn run_etl(args: Vec<String>, limit: Duration) -> (Option<i32>, Duration, Vec<String>) {
+    let started = Instant::now();
+    let mut child = Command::new(etl_binary())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kafka_etl starts");
+    let stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitable") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kafka_etl {args:?} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    (status.code(), elapsed, reader.join().expect("reader"))
+}
+
+/// `--until-end` copies what the input held at start, then drains,
+/// commits and exits 0 on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_end_copies_what_was_there_and_exits_zero() {
+    let _serial = serial().await;
+    const N: u64 = 2_000;
+    let (input, output, dlq, group) =
+        (unique("bounded-in"), unique("bounded-out"), unique("bounded-dlq"), unique("bounded"));
+    create_topic(&input, 3).await;
+    create_topic(&output, 3).await;
+    create_topic(&dlq, 1).await;
+    // One record per batch: the test broker's end offsets are right only
+    // then (BROKER.md).
+    produce_unbatched(&input, (0..N).map(|i| (Some(i.to_string()), format!(r#"{{"id":{i}}}"#).into_bytes()))).await;
+    let args = [
+        "--brokers",
+        &brokers(),
+        "--group",
+        &group,
+        "--input",
+        &input,
+        "--output",
+        &output,
+        "--dead-letter",
+        &dlq,
+        "--until-end",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (code, elapsed, log) =
+        tokio::task::spawn_blocking(move || run_etl(args, Duration::from_secs(120))).await.expect("runner");
+    assert_eq!(code, Some(0), "exit status; log:\n{}", log.join("\n"));
+    let (ids, total) = tokio::task::spawn_blocking({
+        let output = output.clone();
+        move || read_ids(&output, 3, all_present(N))
+    })
+    .await
+    .expect("reader");
+    assert_eq!(ids.len() as u64, N, "every message copied");
+    assert_eq!(total, N, "each once: the run drained and committed before it exited");
+    let committed: i64 =
+        tokio::task::spawn_blocking(move || committed(&group, &input, 3)).await.expect("reader").iter().sum();
+    assert_eq!(committed, N as i64, "committed to the end");
+    println!("until_end: {N} messages copied in {elapsed:?}");
+}
+
+/// Pointed at a port where nothing listens, or at a topic that does not
+/// exist, `kafka_etl` exits non-zero within 30 s with one clear error line
+/// and no flood of log lines on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_etl_exits_non_zero_fast_with_a_clear_error() {
+    let _serial = serial().await;
+    let brokers = brokers();
+    let missing = unique("no-such-topic");
+    let cases: [(&str, &str, &str); 2] =
+        [("127.0.0.1:1", "in", "no Kafka broker answered"), (&brokers, &missing, "does not exist")];
+    for (at, input, says) in cases {
+        let args = ["--brokers", at, "--group", "g", "--input", input, "--output", "o", "--dead-letter", "d"];
+        let (code, elapsed, log) = run_etl(args.map(str::to_owned).to_vec(), Duration::from_secs(60));
+        let text = log.join("\n");
+        assert_ne!(code, Some(0), "{args:?} must fail; log:\n{text}");
+        assert!(elapsed < Duration::from_secs(30), "{args:?} took {elapsed:?}");
+        assert!(log.len() <= 15, "{} lines for {args:?}:\n{text}", log.len());
+        let clear = log.iter().filter(|line| line.starts_with("kafka_etl: ") && line.contains("failed")).count();
+        assert_eq!(clear, 1, "one error line for {args:?}:\n{text}");
+        assert!(text.contains(says), "{args:?} should say {says:?}:\n{text}");
+        println!("{at} {input}: exit {code:?} after {elapsed:?}, {} lines", log.len());
+    }
+}

@@ -558,3 +558,153 @@ async fn a_split_source_runs_one_pipeline_per_share_of_partitions_across_rebalan
     let committed = tokio::task::spawn_blocking(move || committed(&g, &t, 4)).await.expect("reader");
     assert_eq!(committed, ends, "every partition committed to its end");
 }
+
+/// A source whose topic does not exist fails the pipeline at start, with
+/// the topic's name, instead of running silently forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_fails_the_pipeline_at_start() {
+    let topic = unique("missing");
+    let mut g = Topology::builder();
+    let records = g.source("consume", source(&unique("missing"), &[&topic]).build(Utf8).expect("source"));
+    g.sink("drop", for_each(|_: Record<String>| async {}), records);
+    let error = tokio::time::timeout(Duration::from_secs(30), g.build().expect("valid").run())
+        .await
+        .expect("fails fast")
+        .expect_err("the topic does not exist");
+    let cause = std::error::Error::source(&error).expect("a cause");
+    assert!(
+        matches!(cause.downcast_ref::<nanostream_kafka::Error>(), Some(nanostream_kafka::Error::UnknownTopic { topic: t }) if *t == topic),
+        "{error}: {cause}"
+    );
+}
+
+/// With `require_brokers`, brokers that do not answer fail the pipeline
+/// within the start-up deadline with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_brokers_fail_the_pipeline_within_the_startup_timeout() {
+    let source = KafkaSource::builder("127.0.0.1:1", "nobody")
+        .topic("anything")
+        .require_brokers(true)
+        .startup_timeout(Duration::from_secs(2))
+        .build(Utf8)
+        .expect("source");
+    let mut g = Topology::builder();
+    let records = g.source("consume", source);
+    g.sink("drop", for_each(|_: Record<String>| async {}), records);
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(20), g.build().expect("valid").run())
+        .await
+        .expect("fails fast")
+        .expect_err("nothing listens there");
+    let cause = std::error::Error::source(&error).expect("a cause");
+    assert!(
+        matches!(cause.downcast_ref::<nanostream_kafka::Error>(), Some(nanostream_kafka::Error::Unreachable { .. })),
+        "{error}: {cause}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "failed after {:?}", started.elapsed());
+}
+
+/// Runs a bounded read of `topic` in `group` to completion; returns the
+/// values read.
+async fn read_to_end(group: &str, topic: &str) -> Vec<String> {
+    let source = source(group, &[topic]).until_end(true).commit_interval(Duration::from_millis(100)).build(Utf8);
+    let mut g = Topology::builder();
+    let records = g.source("consume", source.expect("source"));
+    let (sink, stream) = into_stream(100_000);
+    g.sink("collect", sink, records);
+    tokio::time::timeout(Duration::from_secs(90), g.build().expect("valid").run())
+        .await
+        .expect("a bounded read completes on its own")
+        .expect("runs");
+    stream.map(|r: Record<String>| r.value).collect().await
+}
+
+/// A bounded read reads every partition up to the end it had at start,
+/// commits, and completes; run again in the same group, it reads only what
+/// came since, and with nothing new it completes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_read_completes_at_the_end_offsets_of_its_start() {
+    let topic = unique("bounded");
+    create_topic(&topic, 3).await;
+    produce_unbatched(&topic, (0..300).map(|i| (Some(format!("k{i}")), format!("a{i}").into_bytes()))).await;
+    let group = unique("bounded");
+
+    let mut first = read_to_end(&group, &topic).await;
+    first.sort();
+    let mut expected: Vec<String> = (0..300).map(|i| format!("a{i}")).collect();
+    expected.sort();
+    assert_eq!(first, expected, "every message, once");
+    let (g, t) = (group.clone(), topic.clone());
+    let committed: i64 = tokio::task::spawn_blocking(move || committed(&g, &t, 3)).await.expect("reader").iter().sum();
+    assert_eq!(committed, 300, "committed to the end");
+
+    produce_unbatched(&topic, (0..50).map(|i| (Some(format!("k{i}")), format!("b{i}").into_bytes()))).await;
+    let mut second = read_to_end(&group, &topic).await;
+    second.sort();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+    expected.sort();
+    assert_eq!(second, expected, "only what came since the last run");
+
+    assert!(read_to_end(&group, &topic).await.is_empty(), "nothing new: done at once");
+}
+
+/// A writer that keeps what a test's `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+/// The source says when it joins, when partitions arrive (and how long that
+/// took), and warns when a member gets none: here two members share a
+/// one-partition topic, so one of them waits with nothing.
+#[test]
+fn the_source_logs_joining_assignment_and_a_member_left_without_partitions() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // One thread, so every event of the pipeline reaches this subscriber.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let topic = unique("lonely");
+        create_topic(&topic, 1).await;
+        let group = unique("lonely");
+        let parts =
+            source(&group, &[&topic]).assignment_warning(Duration::from_secs(8)).build_parts(2, Utf8).expect("parts");
+        let mut g = Topology::builder();
+        for (i, part) in parts.into_iter().enumerate() {
+            let records = g.source(format!("consume[{i}]"), part);
+            g.sink(format!("drop[{i}]"), for_each(|_: Record<String>| async {}), records);
+        }
+        let running = g.build().expect("valid").start();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !captured.text().contains("no partition assigned") {
+            assert!(tokio::time::Instant::now() < deadline, "no warning; log:\n{}", captured.text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
+        let log = captured.text();
+        assert_eq!(log.matches(&format!("joining group {group} for topics {topic}")).count(), 2, "{log}");
+        assert!(log.contains("partitions assigned,") && log.contains("after joining the group"), "{log}");
+        assert_eq!(log.matches("no partition assigned 8s after joining the group").count(), 1, "{log}");
+    });
+}
