@@ -97,7 +97,7 @@ fn log_lines(count: usize) -> impl Iterator<Item = String> + Send {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), nanostream::Error> {
+async fn main() -> Result<(), nanostream::error::Report> {
     const LINES: usize = 500_000;
     let started = Instant::now();
 

@@ -252,3 +252,39 @@ fn sinks_can_be_fed_from_plain_streams() {
         assert_eq!(error, "cannot store 3");
     });
 }
+
+/// A one-parameter alias of `Result`, as `anyhow::Result<T>` is.
+mod checks {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+#[node]
+async fn parse_io(line: String) -> std::io::Result<u64> {
+    line.trim().parse().map_err(std::io::Error::other)
+}
+
+#[node]
+async fn checked(x: u64) -> checks::Result<Option<u64>> {
+    if x == 0 { Err("zero".to_owned()) } else { Ok(x.is_multiple_of(2).then_some(x)) }
+}
+
+#[tokio::test]
+async fn a_result_alias_with_one_parameter_names_its_error_through_the_alias() {
+    let out = adapt(parse_io(), vec!["7".to_owned(), "x".to_owned()]).await;
+    assert_eq!(out[0].as_ref().ok(), Some(&7));
+    let error: &std::io::Error = out[1].as_ref().expect_err("not a number");
+    assert_eq!(error.kind(), std::io::ErrorKind::Other);
+    let out = adapt(checked(), vec![1, 2, 0]).await;
+    assert_eq!(out, [Ok(2), Err("zero".to_owned())]);
+}
+
+#[test]
+fn an_emit_that_is_not_awaited_emits_nothing() {
+    #[node]
+    async fn forgetful(x: u64, out: &mut Emitter<u64>) {
+        drop(out.emit(x));
+        out.emit(x + 100).await;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    assert_eq!(rt.block_on(adapt_ok(forgetful(), vec![1, 2])), [101, 102]);
+}

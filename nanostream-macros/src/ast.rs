@@ -54,8 +54,18 @@ pub(crate) enum Output {
 
 pub(crate) struct Returns {
     pub(crate) output: Output,
-    /// `Some(E)` for `Result<_, E>`.
-    pub(crate) error: Option<Type>,
+    /// The error type of a fallible function.
+    pub(crate) error: Option<ErrorType>,
+}
+
+/// How a fallible function names its error type.
+pub(crate) enum ErrorType {
+    /// `Result<_, E>`: `E`.
+    Written(Type),
+    /// A one-parameter alias of `Result` (`anyhow::Result<T>`,
+    /// `io::Result<T>`): the whole return type, whose error type the
+    /// compiler finds through the alias.
+    OfAlias(Type),
 }
 
 pub(crate) enum Kind {
@@ -291,7 +301,10 @@ fn classify_return(ret: &ReturnType) -> syn::Result<Returns> {
         && last.ident == "Result"
     {
         let PathArguments::AngleBracketed(args) = &last.arguments else {
-            return Err(Error::new_spanned(ty, "expected `Result<T, E>` with both types written out"));
+            return Err(Error::new_spanned(
+                ty,
+                "expected `Result<T, E>`, or an alias of `Result` with one parameter such as `anyhow::Result<T>`",
+            ));
         };
         let types: Vec<&Type> = args
             .args
@@ -301,11 +314,17 @@ fn classify_return(ret: &ReturnType) -> syn::Result<Returns> {
                 _ => None,
             })
             .collect();
-        let [ok, err] = types[..] else {
-            return Err(Error::new_spanned(ty, "expected `Result<T, E>` with both types written out"));
+        return match types[..] {
+            [ok, err] => {
+                owned_output(err)?;
+                Ok(Returns { output: classify_output(ok)?, error: Some(ErrorType::Written(err.clone())) })
+            }
+            [ok] => Ok(Returns { output: classify_output(ok)?, error: Some(ErrorType::OfAlias(ty.clone())) }),
+            _ => Err(Error::new_spanned(
+                ty,
+                "expected `Result<T, E>`, or an alias of `Result` with one parameter such as `anyhow::Result<T>`",
+            )),
         };
-        owned_output(err)?;
-        return Ok(Returns { output: classify_output(ok)?, error: Some(err.clone()) });
     }
     Ok(Returns { output: classify_output(ty)?, error: None })
 }

@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, Type};
 
-use crate::ast::{Args, Kind, NodeFn, Output, Param, Rejected, body_awaits};
+use crate::ast::{Args, ErrorType, Kind, NodeFn, Output, Param, Rejected, body_awaits};
 
 pub(crate) fn node(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
@@ -153,7 +153,11 @@ fn generate(func: &ItemFn, node: &NodeFn, args: &Args) -> TokenStream {
         }
     }
 
-    let error_ty: Type = node.returns.error.clone().unwrap_or_else(|| syn::parse_quote!(#p::Infallible));
+    let error_ty: Type = match &node.returns.error {
+        Some(ErrorType::Written(error)) => error.clone(),
+        Some(ErrorType::OfAlias(returned)) => syn::parse_quote!(<#returned as #p::ResultParts>::Err),
+        None => syn::parse_quote!(#p::Infallible),
+    };
     let fallible = node.returns.error.is_some();
     // The user's future, checked for `Send` with the error pointing at the
     // function's signature rather than at generated code.

@@ -9,6 +9,86 @@ use std::time::Duration;
 /// other type convertible into this box all work.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error and its causes, for `main` to return: `Result<(), Report>`
+/// prints the whole chain when it fails, where a plain [`Error`] prints
+/// only its own line through `Display`, or its fields through `Debug`.
+///
+/// Any error converts into it with `?`.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::error::Report;
+/// use nanostream::prelude::*;
+///
+/// #[node]
+/// async fn parse(line: String) -> Result<u32, std::num::ParseIntError> {
+///     line.parse()
+/// }
+///
+/// async fn pipeline() -> Result<(), Report> {
+///     let mut g = Topology::builder();
+///     let lines = g.source("lines", from_iter(["1", "x"].map(String::from)));
+///     let numbers = g.node("parse", parse(), lines);
+///     g.sink("print", for_each(|n: u32| async move { println!("{n}") }), numbers);
+///     g.build()?.run().await?;
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let report = pipeline().await.expect_err("`x` is not a number");
+/// assert_eq!(report.to_string(), "node `parse` failed: invalid digit found in string");
+/// assert_eq!(format!("{report:?}"), "node `parse` failed\n\nCaused by:\n    invalid digit found in string");
+/// # }
+/// ```
+pub struct Report(BoxError);
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Report {
+    fn from(error: E) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+impl Report {
+    fn causes(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+        let mut next = self.0.source();
+        std::iter::from_fn(move || {
+            let cause = next?;
+            next = cause.source();
+            Some(cause)
+        })
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        for cause in self.causes() {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let causes: Vec<_> = self.causes().collect();
+        if !causes.is_empty() {
+            write!(f, "\n\nCaused by:")?;
+            for (i, cause) in causes.iter().enumerate() {
+                if causes.len() > 1 {
+                    write!(f, "\n    {i}: {cause}")?;
+                } else {
+                    write!(f, "\n    {cause}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything that can go wrong when a topology is built or run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -31,13 +31,15 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), nanostream::Error> {
+//! async fn main() -> Result<(), nanostream::error::Report> {
 //!     let mut g = Topology::builder();
 //!     let nums = g.source("numbers", from_iter(0..1_000u64));
 //!     let t = g.node("triple", triple(), nums);
 //!     let e = g.node("keep_even", keep_even(), t);
 //!     g.sink("print", for_each(|x: u64| async move { println!("{x}") }), e);
-//!     g.build()?.run().await
+//!     // A failure prints its cause too: "node `triple` failed: ...".
+//!     g.build()?.run().await?;
+//!     Ok(())
 //! }
 //! ```
 //!
@@ -174,8 +176,10 @@ pub mod topology {
 ///   items, starting from `T::default()`;
 /// - **`&mut Emitter<Out>`** is where a node emits 0..n outputs.
 ///
-/// The return types are recognised by name (`Option`, `Result`), so a type
-/// alias of them is taken as a plain output type. The function may not be
+/// The return types are recognised by name (`Option`, `Result`): an alias
+/// named `Result` with one parameter (`anyhow::Result<T>`,
+/// `std::io::Result<T>`) is fallible, its error type found through the
+/// alias; an alias by another name is taken as a plain output type. The function may not be
 /// generic, take `self`, or hold non-`Send` values across an `.await` (every
 /// node runs inside a Tokio task). Errors from a fallible node fail the pipeline,
 /// reporting the node's name.
@@ -257,6 +261,18 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::{Emitter, Node, Now, Sink, Source};
+
+    /// The parts of a `Result` type, found through any alias of it
+    /// (`anyhow::Result<T>`): what `#[node]` names a fallible function's
+    /// error type by.
+    pub trait ResultParts {
+        /// The error type.
+        type Err;
+    }
+
+    impl<T, E> ResultParts for core::result::Result<T, E> {
+        type Err = E;
+    }
     pub use core::convert::Infallible;
     pub use core::default::Default;
     pub use core::future::Future;

@@ -526,26 +526,36 @@ impl<T> Emitter<T> {
 }
 
 impl<T: Send + 'static> Emitter<T> {
-    /// Sends one output downstream.
+    /// Sends one output downstream: `out.emit(item).await`.
     ///
-    /// The item is buffered at once; the returned future waits only when the
-    /// buffer is full and the downstream edges have no room, so awaiting it
-    /// is how a node feels back-pressure. Buffering is cheap: a full chunk
-    /// is moved downstream in one channel operation.
+    /// The item is buffered when the future is first polled; the future
+    /// waits only when the buffer is full and the downstream edges have no
+    /// room, so awaiting it is how a node feels back-pressure. Buffering is
+    /// cheap: a full chunk is moved downstream in one channel operation. A
+    /// call that is not awaited emits nothing (and the compiler warns).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the item is buffered before the future is returned, so
-    /// dropping the future never loses or duplicates it; it is sent by the
-    /// next flush.
+    /// Once polled, the item is buffered: dropping the future then never
+    /// loses or duplicates it (the next flush sends it). A future dropped
+    /// before it was ever polled emits nothing.
     #[inline]
+    #[must_use = "`emit` does nothing unless awaited: write `out.emit(item).await`"]
     pub fn emit(&mut self, item: T) -> impl Future<Output = ()> + Send + '_ {
-        let full = {
-            let mut core = self.lock();
-            core.buffer.items.push(item);
-            core.buffer.items.len() >= core.limit
-        };
-        std::future::poll_fn(move |cx| if full { self.poll_emit_slow(cx) } else { Poll::Ready(()) })
+        let mut item = Some(item);
+        std::future::poll_fn(move |cx| {
+            if let Some(item) = item.take() {
+                let full = {
+                    let mut core = self.lock();
+                    core.buffer.items.push(item);
+                    core.buffer.items.len() >= core.limit
+                };
+                if !full {
+                    return Poll::Ready(());
+                }
+            }
+            self.poll_emit_slow(cx)
+        })
     }
 
     /// Sends every item of `items` downstream, in order: the same as
