@@ -483,9 +483,9 @@ fn node_counters_go_through_the_metrics_facade() {
     assert_eq!(get("nanostream_node_received_items_total", "sink"), Some(3));
 }
 
-/// Records `(node, bottleneck)` of every progress event.
+/// Records the line and the bottleneck of every progress event.
 #[derive(Default)]
-struct Progress(Mutex<Vec<(String, bool)>>);
+struct Progress(Mutex<Vec<(String, String)>>);
 
 impl tracing::Subscriber for Progress {
     fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
@@ -498,15 +498,15 @@ impl tracing::Subscriber for Progress {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
         #[derive(Default)]
-        struct Fields(String, bool);
+        struct Fields(String, String);
         impl tracing::field::Visit for Fields {
-            fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
                 if field.name() == "bottleneck" {
-                    self.1 = value;
+                    self.1 = value.to_owned();
                 }
             }
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "node" {
+                if field.name() == "message" {
                     self.0 = format!("{value:?}");
                 }
             }
@@ -519,6 +519,8 @@ impl tracing::Subscriber for Progress {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// The progress report is one line per report, every node with its total
+/// and rate, the slow sink marked as the bottleneck.
 #[test]
 fn progress_report_marks_the_slow_sink_as_the_bottleneck() {
     let progress = Arc::new(Progress::default());
@@ -534,9 +536,15 @@ fn progress_report_marks_the_slow_sink_as_the_bottleneck() {
     });
     let events = progress.0.lock().expect("not poisoned").clone();
     assert!(!events.is_empty(), "progress was reported");
-    let marked: Vec<&str> = events.iter().filter(|(_, b)| *b).map(|(n, _)| n.as_str()).collect();
+    for (line, _) in &events {
+        let nodes: Vec<&str> = line.split(" | ").map(|part| part.split(' ').next().unwrap_or("")).collect();
+        assert_eq!(nodes, ["numbers", "double", "slow_store"], "one line, each node once: {line}");
+        assert!(line.contains("/s"), "rates beside totals: {line}");
+    }
+    let marked: Vec<&str> = events.iter().map(|(_, b)| b.as_str()).filter(|b| *b != "none").collect();
     assert!(!marked.is_empty(), "a bottleneck was marked: {events:?}");
     assert!(marked.iter().all(|n| *n == "slow_store"), "{events:?}");
+    assert!(events.iter().any(|(line, _)| line.contains("slow_store") && line.contains("bottleneck:")), "{events:?}");
 }
 
 #[test]
@@ -581,4 +589,33 @@ async fn the_test_kit_runs_sources_nodes_and_subgraphs() {
 async fn the_test_kit_reports_node_failures() {
     let error = run_node(parse(), vec!["1".into(), "x".into()]).await.expect_err("fails");
     assert!(matches!(error, Error::NodeFailed { .. }), "{error:?}");
+}
+
+/// Snapshots serialise (the `serde` feature), for a service to serve them
+/// as JSON; a `Monitor` gives them to whoever watches, while the handle
+/// stays with its owner.
+#[tokio::test]
+async fn snapshots_serialise_and_a_monitor_watches_while_the_owner_keeps_the_handle() {
+    let mut g = Topology::builder();
+    let n = g.source("numbers", from_iter(0..10u32));
+    let (sum, total) = fold(0, |a, x: u32| a + x);
+    g.sink("sum", sum, n);
+    let running = g.build().expect("valid").start();
+    let monitor = running.monitor();
+    let watcher = tokio::spawn({
+        let monitor = monitor.clone();
+        async move {
+            monitor.finished().await;
+            serde_json::to_value(monitor.snapshot()).expect("serialises")
+        }
+    });
+    running.join().await.expect("runs");
+    assert_eq!(total.await, Some(45));
+    assert!(monitor.is_finished());
+    let json = watcher.await.expect("the watcher ran");
+    assert_eq!(json[0]["name"], "numbers");
+    assert_eq!(json[0]["sent"], 10);
+    assert_eq!(json[1]["name"], "sum");
+    assert_eq!(json[1]["received"], 10);
+    assert!(json[1]["busy"]["secs"].is_u64(), "{json}");
 }

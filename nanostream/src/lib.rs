@@ -148,7 +148,7 @@ pub mod acks {
 pub mod topology {
     pub use crate::edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
     pub use crate::graph::builder::{DeadLetterOutput, Inputs, Placeholder, Unfused, WithCapacity};
-    pub use crate::runtime::report::NodeSnapshot;
+    pub use crate::runtime::report::{Monitor, NodeSnapshot};
 }
 
 /// Turns an `async fn` into a node constructor.

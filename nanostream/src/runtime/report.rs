@@ -22,7 +22,11 @@ fn queued(edges: &[EdgeRef]) -> usize {
 
 /// The counters of one node at one moment; see
 /// [`TopologyHandle::snapshot`](crate::TopologyHandle::snapshot).
+///
+/// With the `serde` feature it implements `serde::Serialize`, `busy` as
+/// `{"secs": .., "nanos": ..}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct NodeSnapshot {
     /// The node's name.
@@ -78,6 +82,61 @@ pub(crate) fn snapshot(nodes: &[NodeInfo]) -> Vec<NodeSnapshot> {
         .collect()
 }
 
+/// A cheap, cloneable view of a running pipeline, for the places that
+/// watch it (a metrics endpoint, a health check, a progress bar) while one
+/// owner keeps the [`TopologyHandle`](crate::TopologyHandle) that stops it;
+/// see [`TopologyHandle::monitor`](crate::TopologyHandle::monitor).
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let n = g.source("numbers", from_iter(0..10u32));
+/// let (sum, _total) = fold(0, |a, x: u32| a + x);
+/// g.sink("sum", sum, n);
+/// let running = g.build()?.start();
+/// let monitor = running.monitor();
+/// let watcher = tokio::spawn({
+///     let monitor = monitor.clone();
+///     async move {
+///         monitor.finished().await;
+///         monitor.snapshot()
+///     }
+/// });
+/// running.join().await?;
+/// let last = watcher.await.expect("the watcher ran");
+/// assert_eq!((last[1].name.as_str(), last[1].received), ("sum", 10));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    pub(crate) nodes: Arc<[NodeInfo]>,
+    pub(crate) done: tokio_util::sync::CancellationToken,
+}
+
+impl Monitor {
+    /// The counters of every node right now; see
+    /// [`TopologyHandle::snapshot`](crate::TopologyHandle::snapshot).
+    pub fn snapshot(&self) -> Vec<NodeSnapshot> {
+        snapshot(&self.nodes)
+    }
+
+    /// Resolves once every node has finished (or was aborted).
+    pub fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.done.clone().cancelled_owned()
+    }
+
+    /// Whether every node has finished.
+    pub fn is_finished(&self) -> bool {
+        self.done.is_cancelled()
+    }
+}
+
 /// How hard a node holds back the nodes before it, from 0 to 1: the fill
 /// of its input queue, or, for a node fused into the task of the node
 /// before it (no queue in between), the share of the interval it was busy.
@@ -108,49 +167,70 @@ pub(crate) fn bottleneck(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed:
         .map(|((i, _), _)| i)
 }
 
-/// One line of the progress report.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ProgressLine {
-    pub(crate) node: String,
-    pub(crate) in_per_sec: f64,
-    pub(crate) out_per_sec: f64,
-    pub(crate) queue_fill: f64,
-    pub(crate) busy: f64,
-    pub(crate) bottleneck: bool,
+/// A count for people: `950`, `12.3k`, `4.56M`.
+fn human(n: f64) -> String {
+    match n {
+        n if n < 1e3 => format!("{n:.0}"),
+        n if n < 1e6 => format!("{:.1}k", n / 1e3),
+        n if n < 1e9 => format!("{:.2}M", n / 1e6),
+        n => format!("{:.2}G", n / 1e9),
+    }
 }
 
-pub(crate) fn progress(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed: Duration) -> Vec<ProgressLine> {
+/// One progress report: a compact line over every node, and which node
+/// holds the pipeline back, if one does.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ProgressReport {
+    pub(crate) line: String,
+    pub(crate) bottleneck: Option<String>,
+}
+
+/// The report of an interval, or `None` when nothing moved in it.
+///
+/// Per node, in topology order: the running total (what a source sent,
+/// what any other node received) and its rate over the interval, its
+/// errors if any, and, for the bottleneck, why (its queue's fill, or its
+/// busy share when it is fused and has no queue).
+pub(crate) fn progress(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed: Duration) -> Option<ProgressReport> {
+    let moved = now.iter().zip(before).any(|(n, b)| n.received != b.received || n.sent != b.sent);
+    if !moved {
+        return None;
+    }
     let secs = elapsed.as_secs_f64().max(1e-9);
     let slow = bottleneck(before, now, elapsed);
-    now.iter()
+    let parts: Vec<String> = now
+        .iter()
         .zip(before)
         .enumerate()
-        .map(|(i, (n, b))| ProgressLine {
-            node: n.name.clone(),
-            in_per_sec: (n.received - b.received) as f64 / secs,
-            out_per_sec: (n.sent - b.sent) as f64 / secs,
-            queue_fill: n.input_fill(),
-            busy: ((n.busy - b.busy).as_secs_f64() / secs).min(1.0),
-            bottleneck: slow == Some(i),
+        .map(|(i, (n, b))| {
+            let (total, delta) =
+                if n.received == 0 { (n.sent, n.sent - b.sent) } else { (n.received, n.received - b.received) };
+            let mut part = format!("{} {} ({}/s", n.name, human(total as f64), human(delta as f64 / secs));
+            if n.errors > 0 {
+                part.push_str(&format!(", {} errors", n.errors));
+            }
+            if slow == Some(i) {
+                if n.capacity > 0 {
+                    part.push_str(&format!(", bottleneck: queue {:.0}%", n.input_fill() * 100.0));
+                } else {
+                    let busy = ((n.busy - b.busy).as_secs_f64() / secs).min(1.0);
+                    part.push_str(&format!(", bottleneck: busy {:.0}%", busy * 100.0));
+                }
+            }
+            part.push(')');
+            part
         })
-        .collect()
+        .collect();
+    Some(ProgressReport { line: parts.join(" | "), bottleneck: slow.map(|i| now[i].name.clone()) })
 }
 
-pub(crate) fn log_progress(lines: &[ProgressLine]) {
-    for line in lines {
-        tracing::info!(
-            target: "nanostream::progress",
-            node = %line.node,
-            in_per_sec = format_args!("{:.0}", line.in_per_sec),
-            out_per_sec = format_args!("{:.0}", line.out_per_sec),
-            queue = format_args!("{:.0}%", line.queue_fill * 100.0),
-            busy = format_args!("{:.0}%", line.busy * 100.0),
-            bottleneck = line.bottleneck,
-            "{}{}",
-            line.node,
-            if line.bottleneck { " <- bottleneck" } else { "" },
-        );
-    }
+pub(crate) fn log_progress(report: &ProgressReport) {
+    tracing::info!(
+        target: "nanostream::progress",
+        bottleneck = report.bottleneck.as_deref().unwrap_or("none"),
+        "{}",
+        report.line,
+    );
 }
 
 /// Logs progress every `every` until `done` is cancelled.
@@ -170,7 +250,9 @@ pub(crate) async fn report_progress(
         }
         let now = snapshot(&nodes);
         let at = tokio::time::Instant::now();
-        log_progress(&progress(&before, &now, at - last));
+        if let Some(report) = progress(&before, &now, at - last) {
+            log_progress(&report);
+        }
         before = now;
         last = at;
     }
@@ -226,18 +308,27 @@ mod tests {
     }
 
     #[test]
-    fn progress_reports_rates_over_the_interval() {
-        let mut before = node("parse", 0, 100, 0, 100);
-        before.received = 100;
-        before.sent = 50;
-        let mut now = before.clone();
-        now.received = 1_100;
-        now.sent = 550;
-        now.busy = Duration::from_millis(500);
-        let lines = progress(&[before], &[now], Duration::from_secs(2));
-        assert_eq!(lines[0].in_per_sec, 500.0);
-        assert_eq!(lines[0].out_per_sec, 250.0);
-        assert_eq!(lines[0].busy, 0.25);
-        assert!(!lines[0].bottleneck);
+    fn progress_is_one_line_of_totals_and_rates_and_nothing_when_idle() {
+        let second = Duration::from_secs(2);
+        let mut source = node("lines", 0, 0, 0, 100);
+        source.sent = 1_000;
+        let mut parse = node("parse", 0, 100, 0, 100);
+        parse.received = 1_000;
+        let mut store = node("store", 0, 100, 0, 0);
+        store.received = 900;
+        let before = [source.clone(), parse.clone(), store.clone()];
+        source.sent = 13_000;
+        parse.received = 12_900;
+        parse.errors = 3;
+        store.received = 12_000;
+        store.queued = 100;
+        let now = [source, parse, store];
+        let report = progress(&before, &now, second).expect("something moved");
+        assert_eq!(
+            report.line,
+            "lines 13.0k (6.0k/s) | parse 12.9k (6.0k/s, 3 errors) | store 12.0k (5.5k/s, bottleneck: queue 100%)"
+        );
+        assert_eq!(report.bottleneck.as_deref(), Some("store"));
+        assert_eq!(progress(&now, &now, second), None, "nothing when idle");
     }
 }

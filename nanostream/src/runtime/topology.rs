@@ -439,6 +439,12 @@ impl TopologyHandle {
         crate::runtime::report::snapshot(&self.nodes)
     }
 
+    /// A cloneable view of the pipeline (snapshots, the end) for other
+    /// places to watch it while this handle keeps the right to stop it.
+    pub fn monitor(&self) -> crate::runtime::report::Monitor {
+        crate::runtime::report::Monitor { nodes: self.nodes.clone(), done: self.done.clone() }
+    }
+
     /// Resolves once every node has finished (or was aborted), without
     /// consuming the handle: then [`join`](TopologyHandle::join) returns at
     /// once with the outcome. Useful to wait for either a signal or the end
