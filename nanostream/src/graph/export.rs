@@ -35,7 +35,9 @@ fn fused_tasks(graph: &Graph) -> Vec<(usize, Vec<usize>)> {
     tasks
 }
 
-pub(crate) fn to_dot(graph: &Graph) -> String {
+/// The graph in DOT; `counts`, when given, is a second line for each
+/// node's label (its live counts).
+pub(crate) fn to_dot(graph: &Graph, counts: Option<&[String]>) -> String {
     let mut out = String::from("digraph nanostream {\n    rankdir=LR;\n");
     let dot_node = |out: &mut String, indent: &str, i: usize| {
         let node = &graph.nodes[i];
@@ -45,7 +47,15 @@ pub(crate) fn to_dot(graph: &Graph) -> String {
             NodeKind::Sink => "house",
             NodeKind::Placeholder => "ellipse",
         };
-        let _ = writeln!(out, "{indent}{} [shape={shape}];", dot_quote(&node.name));
+        let _ = match counts.and_then(|c| c.get(i)) {
+            Some(count) => writeln!(
+                out,
+                "{indent}{} [shape={shape}, label={}];",
+                dot_quote(&node.name),
+                dot_quote(&format!("{}\n{count}", node.name))
+            ),
+            None => writeln!(out, "{indent}{} [shape={shape}];", dot_quote(&node.name)),
+        };
     };
     let fused = fused_tasks(graph);
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -80,10 +90,14 @@ fn mermaid_text(s: &str) -> String {
     s.replace('"', "#quot;")
 }
 
-pub(crate) fn to_mermaid(graph: &Graph) -> String {
+/// The graph as a Mermaid flowchart; `counts` as for [`to_dot`].
+pub(crate) fn to_mermaid(graph: &Graph, counts: Option<&[String]>) -> String {
     let mut out = String::from("flowchart LR\n");
     let mermaid_node = |out: &mut String, indent: &str, i: usize| {
-        let name = mermaid_text(&graph.nodes[i].name);
+        let name = match counts.and_then(|c| c.get(i)) {
+            Some(count) => mermaid_text(&format!("{}<br/>{count}", graph.nodes[i].name)),
+            None => mermaid_text(&graph.nodes[i].name),
+        };
         let _ = match graph.nodes[i].kind {
             NodeKind::Source => writeln!(out, "{indent}n{i}[/\"{name}\"/]"),
             NodeKind::Node => writeln!(out, "{indent}n{i}[\"{name}\"]"),

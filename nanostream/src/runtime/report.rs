@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::edge::channel::EdgeRef;
+use crate::graph::model::Graph;
 use crate::runtime::stats::NodeStats;
 
 /// What the runtime keeps about each node for reports.
@@ -116,6 +117,7 @@ pub(crate) fn snapshot(nodes: &[NodeInfo]) -> Vec<NodeSnapshot> {
 #[derive(Debug, Clone)]
 pub struct Monitor {
     pub(crate) nodes: Arc<[NodeInfo]>,
+    pub(crate) graph: Arc<Graph>,
     pub(crate) done: tokio_util::sync::CancellationToken,
 }
 
@@ -134,6 +136,36 @@ impl Monitor {
     /// Whether every node has finished.
     pub fn is_finished(&self) -> bool {
         self.done.is_cancelled()
+    }
+
+    /// The graph in Graphviz DOT, as
+    /// [`Topology::to_dot`](crate::Topology::to_dot) draws it, each node
+    /// with its live counts (`in 12.3k, out 12.1k, 3 errors`).
+    pub fn to_dot(&self) -> String {
+        crate::graph::export::to_dot(&self.graph, Some(&self.counts()))
+    }
+
+    /// The graph as a Mermaid flowchart, each node with its live counts.
+    pub fn to_mermaid(&self) -> String {
+        crate::graph::export::to_mermaid(&self.graph, Some(&self.counts()))
+    }
+
+    fn counts(&self) -> Vec<String> {
+        self.snapshot()
+            .iter()
+            .map(|n| {
+                let mut count = match (n.received, n.capacity) {
+                    // A source.
+                    (0, 0) => format!("out {}", human(n.sent as f64)),
+                    _ if n.capacity_downstream == 0 && n.sent == 0 => format!("in {}", human(n.received as f64)),
+                    _ => format!("in {}, out {}", human(n.received as f64), human(n.sent as f64)),
+                };
+                if n.errors > 0 {
+                    count.push_str(&format!(", {}", errors(n.errors)));
+                }
+                count
+            })
+            .collect()
     }
 }
 
@@ -165,6 +197,10 @@ pub(crate) fn bottleneck(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed:
         .filter(|((_, pressure), n)| *pressure >= 0.5 && n.output_fill() < 0.5)
         .max_by(|((_, a), _), ((_, b), _)| a.total_cmp(b))
         .map(|((i, _), _)| i)
+}
+
+fn errors(n: u64) -> String {
+    if n == 1 { "1 error".to_owned() } else { format!("{n} errors") }
 }
 
 /// A count for people: `950`, `12.3k`, `4.56M`.
@@ -207,7 +243,7 @@ pub(crate) fn progress(before: &[NodeSnapshot], now: &[NodeSnapshot], elapsed: D
                 if n.received == 0 { (n.sent, n.sent - b.sent) } else { (n.received, n.received - b.received) };
             let mut part = format!("{} {} ({}/s", n.name, human(total as f64), human(delta as f64 / secs));
             if n.errors > 0 {
-                part.push_str(&format!(", {} errors", n.errors));
+                part.push_str(&format!(", {}", errors(n.errors)));
             }
             if slow == Some(i) {
                 if n.capacity > 0 {

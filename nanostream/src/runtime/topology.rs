@@ -28,7 +28,7 @@ pub struct Topology {
     nodes: Vec<NodePlan>,
     /// The order to start the nodes in.
     order: Vec<usize>,
-    graph: Graph,
+    graph: Arc<Graph>,
     progress: Option<Duration>,
 }
 
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Topology {
 
 impl Topology {
     pub(crate) fn new(nodes: Vec<NodePlan>, order: Vec<usize>, graph: Graph, progress: Option<Duration>) -> Self {
-        Self { nodes, order, graph, progress }
+        Self { nodes, order, graph: Arc::new(graph), progress }
     }
 
     /// Runs the pipeline until every source has finished and every item has
@@ -194,7 +194,8 @@ impl Topology {
             .run(done.clone())
             .instrument(span),
         );
-        TopologyHandle { shutdown, deadline, done, supervisor: Some(supervisor), nodes, status, tasks, detached }
+        let graph = self.graph;
+        TopologyHandle { shutdown, deadline, done, supervisor: Some(supervisor), nodes, graph, status, tasks, detached }
     }
 }
 
@@ -213,13 +214,13 @@ impl Topology {
     /// assert!(dot.contains(r#""numbers" -> "print""#));
     /// ```
     pub fn to_dot(&self) -> String {
-        crate::graph::export::to_dot(&self.graph)
+        crate::graph::export::to_dot(&self.graph, None)
     }
 
     /// The graph as a Mermaid flowchart, with node names and edge
     /// capacities.
     pub fn to_mermaid(&self) -> String {
-        crate::graph::export::to_mermaid(&self.graph)
+        crate::graph::export::to_mermaid(&self.graph, None)
     }
 }
 
@@ -368,6 +369,7 @@ pub struct TopologyHandle {
     /// `None` once detached.
     supervisor: Option<JoinHandle<Result<(), Error>>>,
     nodes: Arc<[NodeInfo]>,
+    graph: Arc<Graph>,
     status: Arc<Status>,
     tasks: Vec<AbortHandle>,
     detached: Arc<AtomicBool>,
@@ -442,7 +444,11 @@ impl TopologyHandle {
     /// A cloneable view of the pipeline (snapshots, the end) for other
     /// places to watch it while this handle keeps the right to stop it.
     pub fn monitor(&self) -> crate::runtime::report::Monitor {
-        crate::runtime::report::Monitor { nodes: self.nodes.clone(), done: self.done.clone() }
+        crate::runtime::report::Monitor {
+            nodes: self.nodes.clone(),
+            graph: self.graph.clone(),
+            done: self.done.clone(),
+        }
     }
 
     /// Resolves once every node has finished (or was aborted), without
