@@ -12,7 +12,8 @@
 //!   the output topic unchanged, with one added field `"source_topic"`, and
 //!   the same key and headers;
 //! - any other message goes to the dead-letter topic with its original
-//!   bytes, key and headers, plus an `error` header saying why;
+//!   bytes, key and headers, plus `error`, `node`, `source_topic`,
+//!   `source_partition` and `source_offset` headers (`DeadLetterSink`);
 //! - a progress line goes to stderr every few seconds, and the source's
 //!   logs (joining the group, partitions assigned, client errors, each
 //!   distinct one once) go there too (`RUST_LOG` sets the filter, `info` by
@@ -30,9 +31,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nanostream::TopologyHandle;
 use nanostream::prelude::*;
-use nanostream::{TopologyHandle, policy::DeadLetter};
-use nanostream_kafka::{KafkaSink, KafkaSource, Outgoing, Raw, Record};
+use nanostream_kafka::{DeadLetterSink, KafkaSink, KafkaSource, Outgoing, Raw, Record};
 use serde_json::{Map, Value};
 
 /// Copy JSON objects between Kafka topics, tagging them with their source.
@@ -106,16 +107,6 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// A rejected message, unchanged, with the reason in an `error` header.
-#[node]
-async fn to_dead_letter(dead: DeadLetter<Record<Vec<u8>>, NotAnObject>, topic: &str) -> Outgoing<Vec<u8>> {
-    let record = dead.input;
-    let mut message = Outgoing::new(record.value).to_topic(topic);
-    message.key = record.key;
-    message.headers = record.headers;
-    message.with_header("error", dead.failure.to_string())
-}
-
 async fn shutdown_signal() -> &'static str {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
@@ -162,6 +153,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .require_brokers(true)
         .startup_timeout(Duration::from_secs(args.startup_timeout))
         .until_end(args.until_end)
+        // The dead-letter sink writes rejected messages as they were read.
+        .keep_payload(true)
         .build(Raw)?;
     let sink = KafkaSink::builder(&args.brokers).build(Raw)?;
     let deliveries = sink.deliveries();
@@ -169,8 +162,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut g = Topology::builder();
     let records = g.source("consume", source);
     let (tagged, rejected) = g.node_with_dead_letters("tag", tag(args.output.clone()), records);
-    let dead = g.node("to_dead_letter", to_dead_letter(args.dead_letter.clone()), rejected);
-    g.sink("produce", sink, [tagged, dead]);
+    g.sink("produce", sink, tagged);
+    // Rejected messages, unchanged, with why and where from in headers: the
+    // same format as messages the source could not decode.
+    let dead_letters = DeadLetterSink::new(KafkaSink::builder(&args.brokers), &args.dead_letter)?;
+    g.sink("dead_letters", dead_letters, rejected);
     let running = g.build()?.start();
     eprintln!(
         "kafka_etl: {} -> {} (dead letters to {}), group {}",

@@ -7,6 +7,21 @@ pub enum Error {
     /// librdkafka reported an error (configuration, connection, ...).
     #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A [`DeadLetterSink`](crate::DeadLetterSink) was given a record
+    /// without its original bytes: the source needs
+    /// [`keep_payload`](crate::KafkaSourceBuilder::keep_payload).
+    #[error(
+        "the record at `{topic}` partition {partition} offset {offset} has no original payload to write as a dead letter; \
+         build the source with keep_payload(true)"
+    )]
+    NoPayload {
+        /// Its topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
     /// A source was built without any topic.
     #[error("a Kafka source needs at least one topic")]
     NoTopics,

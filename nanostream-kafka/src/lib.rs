@@ -49,6 +49,7 @@
 
 mod blocking;
 mod codec;
+mod dead_letters;
 mod error;
 mod offsets;
 mod record;
@@ -57,6 +58,7 @@ mod source;
 mod startup;
 
 pub use codec::{Bincode, Decoder, EncodeWith, Encoder, Json, Raw, Utf8, encode_with};
+pub use dead_letters::DeadLetterSink;
 pub use error::Error;
 pub use record::{Header, Outgoing, Record};
 pub use sink::{Deliveries, KafkaSink, KafkaSinkBuilder};

@@ -36,6 +36,10 @@ pub struct Record<T> {
     pub timestamp: Option<i64>,
     /// The decoded payload.
     pub value: T,
+    /// The payload's original bytes, kept with
+    /// [`keep_payload`](crate::KafkaSourceBuilder::keep_payload) (for
+    /// [`DeadLetterSink`](crate::DeadLetterSink), which writes them back).
+    pub payload: Option<Arc<[u8]>>,
 }
 
 impl<T> Record<T> {
@@ -54,6 +58,7 @@ impl<T> Record<T> {
             headers: self.headers,
             timestamp: self.timestamp,
             value: f(self.value),
+            payload: self.payload,
         }
     }
 }

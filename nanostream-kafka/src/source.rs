@@ -72,6 +72,7 @@ pub struct KafkaSourceBuilder {
     commit_interval: Duration,
     batch: usize,
     auto_commit: bool,
+    keep_payload: bool,
     startup: Startup,
 }
 
@@ -86,6 +87,15 @@ struct Startup {
 }
 
 impl KafkaSourceBuilder {
+    /// Keeps each message's original bytes in [`Record::payload`] beside the
+    /// decoded value (a copy per message), so that a
+    /// [`DeadLetterSink`](crate::DeadLetterSink) can write a record a node
+    /// failed on exactly as it was read. Off by default.
+    pub fn keep_payload(mut self, keep: bool) -> Self {
+        self.keep_payload = keep;
+        self
+    }
+
     /// How long the source waits, when it starts, for the brokers to answer
     /// (default 30 s). Within it, a topic that does not exist fails the
     /// pipeline with [`Error::UnknownTopic`] (unless
@@ -330,6 +340,7 @@ impl KafkaSourceBuilder {
             commit_interval: self.commit_interval,
             batch: self.batch,
             track: !self.auto_commit,
+            keep_payload: self.keep_payload,
             startup: self.startup,
             ends: HashMap::new(),
             ctx: None,
@@ -410,6 +421,8 @@ pub struct KafkaSource<T, D> {
     batch: usize,
     /// Track acknowledgements and commit only what is done.
     track: bool,
+    /// Keep each message's bytes in its record.
+    keep_payload: bool,
     startup: Startup,
     /// With `until_end`: each partition's end offset at start, and whether
     /// it has been read to it.
@@ -456,6 +469,7 @@ impl KafkaSource<(), ()> {
             commit_interval: Duration::from_secs(1),
             batch: 1024,
             auto_commit: false,
+            keep_payload: false,
             startup: Startup {
                 timeout: Duration::from_secs(30),
                 require_brokers: false,
@@ -928,6 +942,7 @@ where
                             headers: headers_of(&message),
                             timestamp: message.timestamp().to_millis(),
                             value,
+                            payload: self.keep_payload.then(|| Arc::from(payload)),
                         }),
                         Err(error) => match &self.decode_errors {
                             DecodeErrors::Fail => {
@@ -1040,8 +1055,10 @@ impl<T, D> KafkaSource<T, D> {
                 headers = headers.insert(rdkafka::message::Header { key: h.key, value: h.value });
             }
         }
+        let node = self.ctx.as_ref().map(|ctx| ctx.name().to_owned()).unwrap_or_default();
         let origin = [
             ("error", error.to_owned()),
+            ("node", node),
             ("source_topic", message.topic().to_owned()),
             ("source_partition", message.partition().to_string()),
             ("source_offset", message.offset().to_string()),
@@ -1088,7 +1105,16 @@ mod tests {
     use super::*;
 
     fn record(topic: &Arc<str>, partition: i32, offset: i64) -> Record<()> {
-        Record { topic: topic.clone(), partition, offset, key: None, headers: Vec::new(), timestamp: None, value: () }
+        Record {
+            topic: topic.clone(),
+            partition,
+            offset,
+            key: None,
+            headers: Vec::new(),
+            timestamp: None,
+            value: (),
+            payload: None,
+        }
     }
 
     #[test]

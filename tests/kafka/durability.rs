@@ -330,6 +330,8 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_pipeline_goes_on() 
     assert!(ids.keys().all(|i| i % 100 != 0), "no malformed message reached the output");
     assert_eq!(dead_keys, bad, "every malformed message is in the dead-letter topic");
     assert!(dead.iter().all(|d| d.header("error").is_some()), "each carries its error");
+    assert!(dead.iter().all(|d| d.header("node") == Some("tag")), "and the node that failed");
+    assert!(dead.iter().all(|d| d.header("source_topic") == Some(input.as_str())), "and where it was read");
     assert_eq!(dead.iter().find(|d| d.key.as_deref() == Some("0")).map(Read::text).as_deref(), Some("garbage 0"));
 }
 

@@ -708,3 +708,61 @@ fn the_source_logs_joining_assignment_and_a_member_left_without_partitions() {
         assert_eq!(log.matches("no partition assigned 8s after joining the group").count(), 1, "{log}");
     });
 }
+
+#[node]
+async fn check_amount(record: Record<Value>) -> Result<Outgoing<Value>, String> {
+    match record.value["amount"].as_i64() {
+        Some(amount) if amount >= 0 => Ok(Outgoing::new(record.value)),
+        _ => Err(format!("bad amount in {}", record.value)),
+    }
+}
+
+/// Messages that do not decode (the source's dead letters) and records a
+/// node failed on (`DeadLetterSink`) land in one dead-letter topic in one
+/// format: original bytes and key, and the same headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_kinds_of_dead_letters_share_one_format() {
+    let (input, output, dlq) = (unique("dl-in"), unique("dl-out"), unique("dl-dlq"));
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    create_topic(&dlq, 1).await;
+    // 0..30: every 10th does not decode, every 10th + 5 has a bad amount.
+    let payload = |i: u64| match i % 10 {
+        0 => format!("not json {i}"),
+        5 => format!(r#"{{"id":{i},"amount":-1}}"#),
+        _ => format!(r#"{{"id":{i},"amount":{i}}}"#),
+    };
+    produce(&input, (0..30).map(|i| (Some(format!("k{i}")), payload(i).into_bytes()))).await;
+
+    let source = source(&unique("dl"), &[&input])
+        .on_decode_error(DecodeErrors::DeadLetter(dlq.clone()))
+        .keep_payload(true)
+        .build(Json)
+        .expect("source");
+    let mut g = Topology::builder();
+    let records = g.source("consume", source);
+    let (good, failed) = g.node_with_dead_letters("check", check_amount(), records);
+    g.sink("produce", KafkaSink::builder(&brokers()).default_topic(&output).build(Json).expect("sink"), good);
+    let dead_letters = nanostream_kafka::DeadLetterSink::new(KafkaSink::builder(&brokers()), &dlq).expect("sink");
+    g.sink("dead_letters", dead_letters, failed);
+    let running = g.build().expect("valid").start();
+    let dead = read(&dlq, 1, 6).await;
+    assert_eq!(read(&output, 1, 24).await.len(), 24);
+    running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
+
+    let names = |d: &Read| d.headers.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>();
+    let expected: BTreeSet<String> =
+        ["error", "node", "source_topic", "source_partition", "source_offset"].map(String::from).into();
+    for letter in &dead {
+        let i: u64 = letter.key.as_deref().and_then(|k| k.strip_prefix('k')).and_then(|k| k.parse().ok()).expect("key");
+        assert_eq!(letter.payload, payload(i).into_bytes(), "the original bytes");
+        assert_eq!(names(letter), expected, "one set of headers for both kinds");
+        assert_eq!(letter.header("node"), Some(if i.is_multiple_of(10) { "consume" } else { "check" }));
+        assert_eq!(letter.header("source_topic"), Some(input.as_str()));
+        assert_eq!(letter.header("source_offset"), Some(i.to_string().as_str()));
+        assert!(!letter.header("error").unwrap_or_default().is_empty());
+    }
+    let mut keys: Vec<String> = dead.iter().filter_map(|d| d.key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["k0", "k10", "k15", "k20", "k25", "k5"]);
+}
