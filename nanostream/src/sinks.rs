@@ -36,6 +36,17 @@ impl<E: Into<BoxError> + Send + 'static> SinkOutput for Result<(), E> {
     }
 }
 
+/// What a [`for_each`] closure returns: a future (of `()` or
+/// `Result<(), E>`).
+#[diagnostic::on_unimplemented(
+    message = "`for_each` takes a closure that returns a future, and this one returns `{Self}`",
+    label = "not a future",
+    note = "write `|x| async move {{ ... }}`, or use `for_each_sync` for a plain closure"
+)]
+pub trait ForEachFuture: Future<Output: SinkOutput> + Send {}
+
+impl<F: Future<Output: SinkOutput> + Send> ForEachFuture for F {}
+
 /// A sink that runs an async closure per item; see [`for_each`].
 pub struct ForEach<F, T> {
     f: F,
@@ -68,10 +79,68 @@ impl<F, T> std::fmt::Debug for ForEach<F, T> {
 pub fn for_each<F, T, Fut>(f: F) -> ForEach<F, T>
 where
     F: FnMut(T) -> Fut + Send + 'static,
-    Fut: Future + Send,
-    Fut::Output: SinkOutput,
+    Fut: ForEachFuture,
 {
     ForEach { f, _in: PhantomData }
+}
+
+/// A sink that calls a plain (not async) closure for every item: the
+/// synchronous form of [`for_each`]. The closure may return `()` or
+/// `Result<(), E>`; an `Err` fails the sink.
+///
+/// # Examples
+///
+/// ```
+/// use nanostream::prelude::*;
+/// use nanostream::sinks::for_each_sync;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), nanostream::Error> {
+/// let mut g = Topology::builder();
+/// let names = g.source("names", from_iter(["ada", "grace"]));
+/// g.sink("greet", for_each_sync(|name: &'static str| println!("hello, {name}")), names);
+/// g.build()?.run().await
+/// # }
+/// ```
+pub fn for_each_sync<F, T, R>(f: F) -> ForEachSync<F, T>
+where
+    F: FnMut(T) -> R + Send + 'static,
+    R: SinkOutput,
+{
+    ForEachSync { f, _in: PhantomData }
+}
+
+/// A sink that calls a plain closure per item; see [`for_each_sync`].
+pub struct ForEachSync<F, T> {
+    f: F,
+    _in: PhantomData<fn(T)>,
+}
+
+impl<F, T> std::fmt::Debug for ForEachSync<F, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForEachSync").field("f", &std::any::type_name::<F>()).finish()
+    }
+}
+
+impl<F, T, R> Sink for ForEachSync<F, T>
+where
+    F: FnMut(T) -> R + Send + 'static,
+    T: Send + 'static,
+    R: SinkOutput,
+{
+    type In = T;
+    type Error = R::Error;
+
+    async fn consume(&mut self, item: T) -> Result<(), Self::Error> {
+        (self.f)(item).into_result()
+    }
+
+    #[inline]
+    fn consume_now(&mut self, item: T) -> Now<T, (), Self::Error> {
+        match (self.f)(item).into_result() {
+            Ok(()) => Now::Nothing,
+            Err(error) => Now::Fail(error),
+        }
+    }
 }
 
 impl<F, T, Fut> Sink for ForEach<F, T>
