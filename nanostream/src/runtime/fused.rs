@@ -321,6 +321,18 @@ where
         })
     }
 
+    /// A call into the node is over: the node is back, or it panicked or
+    /// failed (recorded, and the stage stops).
+    fn called(&mut self, done: Called<N, N::Error>) -> Result<(), StageStopped> {
+        match done {
+            Err(panic) => Err(self.shared.panicked(&panic)),
+            Ok((node, result)) => {
+                self.node = Some(node);
+                result.map_err(|error| self.shared.fail(error))
+            }
+        }
+    }
+
     /// Runs the work in hand until it is done or must wait.
     fn drive(&mut self, cx: &mut TaskCx<'_>) -> Poll<Result<(), StageStopped>> {
         loop {
@@ -399,12 +411,8 @@ where
                             let _ = self.out.poll_flush(cx);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
-                        Poll::Ready(Ok((node, result))) => {
-                            self.node = Some(node);
-                            if let Err(error) = result {
-                                return Poll::Ready(Err(self.shared.fail(error)));
-                            }
+                        Poll::Ready(done) => {
+                            self.called(done)?;
                             self.work = NodeWork::Chunk { items: rest, acks: None, started };
                         }
                     }
@@ -415,12 +423,8 @@ where
                         let _ = self.out.poll_flush(cx);
                         return Poll::Pending;
                     }
-                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
-                    Poll::Ready(Ok((node, result))) => {
-                        self.node = Some(node);
-                        if let Err(error) = result {
-                            return Poll::Ready(Err(self.shared.fail(error)));
-                        }
+                    Poll::Ready(done) => {
+                        self.called(done)?;
                         if self.out.end_input_closed() {
                             return Poll::Ready(Err(StageStopped));
                         }
@@ -433,12 +437,8 @@ where
                         let _ = self.out.poll_flush(cx);
                         return Poll::Pending;
                     }
-                    Poll::Ready(Err(panic)) => return Poll::Ready(Err(self.shared.panicked(&panic))),
-                    Poll::Ready(Ok((node, result))) => {
-                        self.node = Some(node);
-                        if let Err(error) = result {
-                            return Poll::Ready(Err(self.shared.fail(error)));
-                        }
+                    Poll::Ready(done) => {
+                        self.called(done)?;
                         if after == After::EndInput && self.out.end_input_closed() {
                             return Poll::Ready(Err(StageStopped));
                         }
