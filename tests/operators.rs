@@ -619,3 +619,30 @@ async fn snapshots_serialise_and_a_monitor_watches_while_the_owner_keeps_the_han
     assert_eq!(json[1]["received"], 10);
     assert!(json[1]["busy"]["secs"].is_u64(), "{json}");
 }
+
+/// A dead letter says how many times its item was tried: once, or as many
+/// times as a retry policy inside the dead-letter one tried it.
+#[tokio::test(start_paused = true)]
+async fn dead_letters_count_the_attempts_a_retry_policy_made() {
+    #[node]
+    async fn parse(line: String) -> Result<u32, std::num::ParseIntError> {
+        line.trim().parse()
+    }
+    for (tries, expected) in [(None, 1), (Some(3), 3)] {
+        let mut g = Topology::builder();
+        let lines = g.source("lines", from_iter(["1", "x", "3"].map(String::from)));
+        let (numbers, rejected) = match tries {
+            None => g.node_with_dead_letters("parse", parse(), lines),
+            Some(n) => g.node_with_dead_letters("parse", parse().retry(Retry::attempts(n)), lines),
+        };
+        let (sum, total) = fold(0, |a, x: u32| a + x);
+        g.sink("sum", sum, numbers);
+        let (store, dead) = into_stream(16);
+        g.sink("rejected", store, rejected);
+        g.build().expect("valid").run().await.expect("runs");
+        assert_eq!(total.await, Some(4));
+        let dead: Vec<DeadLetter<String, std::num::ParseIntError>> = dead.collect().await;
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].input.as_str(), dead[0].attempts), ("x", expected), "tries: {tries:?}");
+    }
+}

@@ -22,7 +22,8 @@ use crate::sink::{KafkaSink, KafkaSinkBuilder};
 ///
 /// - the original key, payload bytes and headers of the message;
 /// - an `error` header with the failure, a `node` header with the node
-///   that failed, and `source_topic`, `source_partition` and
+///   that failed, an `attempts` header (more than 1 when a retry policy
+///   inside tried again), and `source_topic`, `source_partition` and
 ///   `source_offset` headers saying where the message was read.
 ///
 /// The payload is written as it was read, so the source must keep it:
@@ -94,6 +95,7 @@ impl<T, E: fmt::Display> DeadLetterSink<T, E> {
         headers.extend([
             Header::new("error", letter.failure.to_string()),
             Header::new("node", letter.node),
+            Header::new("attempts", letter.attempts.to_string()),
             Header::new("source_topic", record.topic.to_string()),
             Header::new("source_partition", record.partition.to_string()),
             Header::new("source_offset", record.offset.to_string()),

@@ -1059,6 +1059,7 @@ impl<T, D> KafkaSource<T, D> {
         let origin = [
             ("error", error.to_owned()),
             ("node", node),
+            ("attempts", "1".to_owned()),
             ("source_topic", message.topic().to_owned()),
             ("source_partition", message.partition().to_string()),
             ("source_offset", message.offset().to_string()),

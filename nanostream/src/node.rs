@@ -506,6 +506,18 @@ impl Context {
         &self.status
     }
 
+    /// Notes how many attempts were made on an item the node gives up on
+    /// (a retry policy does, for a dead-letter policy around it).
+    pub(crate) fn note_attempts(&self, attempts: u32) {
+        self.stats.attempts.store(attempts, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The attempts noted for the item given up on last (1 when none were
+    /// noted), and forgets them.
+    pub(crate) fn take_attempts(&self) -> u32 {
+        self.stats.attempts.swap(0, std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
     /// Counts an error the node handled itself (skipped or retried), in the
     /// node's error metric.
     pub fn record_error(&self) {

@@ -741,7 +741,9 @@ async fn both_kinds_of_dead_letters_share_one_format() {
         .expect("source");
     let mut g = Topology::builder();
     let records = g.source("consume", source);
-    let (good, failed) = g.node_with_dead_letters("check", check_amount(), records);
+    // Bad amounts are tried three times before they become dead letters.
+    let check = check_amount().retry(nanostream::policy::Retry::attempts(3).backoff(Duration::ZERO));
+    let (good, failed) = g.node_with_dead_letters("check", check, records);
     g.sink("produce", KafkaSink::builder(&brokers()).default_topic(&output).build(Json).expect("sink"), good);
     let dead_letters = nanostream_kafka::DeadLetterSink::new(KafkaSink::builder(&brokers()), &dlq).expect("sink");
     g.sink("dead_letters", dead_letters, failed);
@@ -752,7 +754,7 @@ async fn both_kinds_of_dead_letters_share_one_format() {
 
     let names = |d: &Read| d.headers.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>();
     let expected: BTreeSet<String> =
-        ["error", "node", "source_topic", "source_partition", "source_offset"].map(String::from).into();
+        ["error", "node", "attempts", "source_topic", "source_partition", "source_offset"].map(String::from).into();
     for letter in &dead {
         let i: u64 = letter.key.as_deref().and_then(|k| k.strip_prefix('k')).and_then(|k| k.parse().ok()).expect("key");
         assert_eq!(letter.payload, payload(i).into_bytes(), "the original bytes");
@@ -760,6 +762,7 @@ async fn both_kinds_of_dead_letters_share_one_format() {
         assert_eq!(letter.header("node"), Some(if i.is_multiple_of(10) { "consume" } else { "check" }));
         assert_eq!(letter.header("source_topic"), Some(input.as_str()));
         assert_eq!(letter.header("source_offset"), Some(i.to_string().as_str()));
+        assert_eq!(letter.header("attempts"), Some(if i.is_multiple_of(10) { "1" } else { "3" }));
         assert!(!letter.header("error").unwrap_or_default().is_empty());
     }
     let mut keys: Vec<String> = dead.iter().filter_map(|d| d.key.clone()).collect();

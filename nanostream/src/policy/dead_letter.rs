@@ -20,6 +20,8 @@ pub(crate) struct DeadLetters<In, E> {
     name: String,
     /// A failure found on the fast path, sent by the slow path.
     pending: Option<DeadLetter<In, E>>,
+    /// The node's context: a retry policy inside notes its attempts there.
+    ctx: Option<Context>,
     /// A copy of what the chunk in progress owes, for its letters: the node
     /// may keep the chunk's own (a sink that holds them until its writes
     /// are done), and a letter must owe them too. Released once the chunk
@@ -30,7 +32,8 @@ pub(crate) struct DeadLetters<In, E> {
 
 impl<In, E> DeadLetters<In, E> {
     fn letter(&self, input: In, failure: Failure<E>) -> DeadLetter<In, E> {
-        DeadLetter { node: self.name.clone(), input, failure }
+        let attempts = self.ctx.as_ref().map_or(1, Context::take_attempts);
+        DeadLetter { node: self.name.clone(), input, failure, attempts }
     }
 }
 
@@ -45,6 +48,7 @@ async fn send_letter<In, E>(tx: &mpsc::Sender<(DeadLetter<In, E>, Acks)>, letter
 impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
     fn setup(&mut self, ctx: &Context) {
         self.name = ctx.name().to_owned();
+        self.ctx = Some(ctx.clone());
     }
 
     fn hold(&mut self, node: &mut N, acks: Acks) -> Acks {
@@ -137,7 +141,13 @@ where
     N::In: Clone,
 {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let policy =
-        DeadLetters { clone: <N::In as Clone>::clone, tx, name: String::new(), pending: None, chunk: Acks::default() };
+    let policy = DeadLetters {
+        clone: <N::In as Clone>::clone,
+        tx,
+        name: String::new(),
+        pending: None,
+        ctx: None,
+        chunk: Acks::default(),
+    };
     (WithPolicy::new(policy, inner), LetterSource { rx })
 }

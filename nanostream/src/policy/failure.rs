@@ -33,6 +33,10 @@ pub struct DeadLetter<In, E> {
     pub input: In,
     /// What went wrong.
     pub failure: Failure<E>,
+    /// How many times the item was tried: more than 1 when a
+    /// [`retry`](crate::NodeExt::retry) policy inside the dead-letter one
+    /// tried it again before giving up.
+    pub attempts: u32,
 }
 
 pub(crate) fn describe<E: Into<BoxError>>(error: E) -> String {

@@ -105,7 +105,12 @@ where
         loop {
             match node.process(item.clone(), out).await {
                 Ok(()) => return Ok(()),
-                Err(error) if failures + 1 >= self.policy.attempts => return Err(error),
+                Err(error) if failures + 1 >= self.policy.attempts => {
+                    if let Some(ctx) = &self.ctx {
+                        ctx.note_attempts(failures + 1);
+                    }
+                    return Err(error);
+                }
                 Err(error) => {
                     failures += 1;
                     retry_later(self.policy, self.ctx.as_ref(), failures, &describe(error)).await;

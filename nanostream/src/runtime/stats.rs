@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use metrics::{Counter, Gauge};
 
@@ -10,6 +10,9 @@ pub(crate) struct NodeStats {
     pub(crate) sent: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
+    /// Attempts made on the item the node last gave up on (a retry policy
+    /// notes them for a dead-letter policy around it); 0 when unknown.
+    pub(crate) attempts: AtomicU32,
     handles: Handles,
 }
 
@@ -58,6 +61,7 @@ impl NodeStats {
             sent: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            attempts: AtomicU32::new(0),
             handles,
         }
     }
