@@ -22,6 +22,12 @@ pub enum Error {
         /// Its offset.
         offset: i64,
     },
+    /// Settings that cannot go together.
+    #[error("{what} is not supported")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
     /// A source was built without any topic.
     #[error("a Kafka source needs at least one topic")]
     NoTopics,

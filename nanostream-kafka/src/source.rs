@@ -286,6 +286,11 @@ impl KafkaSourceBuilder {
         if self.topics.is_empty() {
             return Err(Error::NoTopics);
         }
+        if self.auto_commit && self.startup.until_end {
+            // librdkafka would store and commit the offsets of messages read
+            // past the end and never processed.
+            return Err(Error::Unsupported { what: "until_end with auto_commit" });
+        }
         let mut config = self.config.clone();
         if self.auto_commit {
             config.set("enable.auto.commit", "true").set("enable.auto.offset.store", "true");
@@ -674,14 +679,18 @@ impl<T, D> KafkaSource<T, D> {
         }
         // A partition that did not exist at start was empty then.
         let Some(end) = self.ends.get_mut(&(topic.clone(), partition)) else { return Bound::Skip };
-        if end.done || offset >= end.end {
+        if end.done {
             return Bound::Skip;
         }
-        if offset + 1 >= end.end {
+        if offset >= end.end {
+            // Past the end: everything before it was delivered first (a
+            // partition is read in order), whether or not the last offset
+            // before the end was a message (a transaction marker is not).
             end.done = true;
-            return Bound::ReadLast;
+            return Bound::Skip;
         }
-        Bound::Read
+        // Done once the batch holding it is registered (`read_to_end_of`).
+        if offset + 1 >= end.end { Bound::ReadLast } else { Bound::Read }
     }
 
     /// Stops fetching a partition read to its end.
@@ -693,17 +702,50 @@ impl<T, D> KafkaSource<T, D> {
         }
     }
 
+    /// For a bounded read: marks a partition read to its end once the batch
+    /// holding its last message is registered (not before: a revocation
+    /// while the batch was read drops that message, and it is read again).
+    fn read_to_end_of(&mut self, topic: &Arc<str>, partition: i32) {
+        if let Some(end) = self.ends.get_mut(&(topic.clone(), partition)) {
+            end.done = true;
+            self.pause(topic, partition);
+        }
+    }
+
     /// For a bounded read: whether every partition this source reads is
-    /// read to its end (every partition there is, before the group assigns
-    /// any).
+    /// read to its end (every partition there is, or every partition the
+    /// group assigned it). Never while it holds no partition: a rebalance
+    /// empties the assignment for a moment, and a member left without
+    /// partitions waits for some.
     fn read_to_end(&self) -> bool {
         if self.ends.values().all(|e| e.done) {
             return true;
         }
-        if !self.consumer.context().assigned.load(Ordering::Acquire) {
-            return false;
+        let assigned = self.offsets.assigned();
+        !assigned.is_empty() && assigned.iter().all(|key| self.ends.get(key).is_none_or(|e| e.done))
+    }
+
+    /// For a bounded read: marks done the assigned partitions whose
+    /// position (what was consumed, markers included) or, when resuming
+    /// from the group's offsets, committed offset is at their end already:
+    /// no message may come from them.
+    async fn check_ends(&mut self) {
+        if let Ok(positions) = self.consumer.position() {
+            let mut reached = Vec::new();
+            for elem in positions.elements() {
+                let Offset::Offset(at) = elem.offset() else { continue };
+                let key = (self.topic_name(elem.topic()), elem.partition());
+                if self.ends.get(&key).is_some_and(|e| !e.done && at >= e.end) {
+                    reached.push(key);
+                }
+            }
+            for (topic, partition) in reached {
+                self.read_to_end_of(&topic, partition);
+            }
         }
-        self.offsets.assigned().iter().all(|key| self.ends.get(key).is_none_or(|e| e.done))
+        if self.consumer.context().start == StartFrom::Committed {
+            self.check_committed().await;
+        }
     }
 
     /// For a bounded read: marks done the assigned partitions the group has
@@ -855,6 +897,8 @@ where
         let mut batch_letters: Vec<(Arc<str>, i32, Delivery)> = Vec::new();
         let mut records: Vec<Record<T>> = Vec::with_capacity(self.batch);
         let mut parts: Vec<(Arc<str>, i32, i64)> = Vec::new();
+        // Partitions whose last message to read is in this batch.
+        let mut last_of: Vec<(Arc<str>, i32)> = Vec::new();
         // A message read after a rebalance, waiting for the next batch.
         let mut carried = None;
         loop {
@@ -871,7 +915,7 @@ where
                     _ = commit_tick.tick() => {
                         self.commit_async();
                         if self.startup.until_end {
-                            self.check_committed().await;
+                            self.check_ends().await;
                             if self.read_to_end() {
                                 tracing::info!("bounded read: every partition read to its end");
                                 break;
@@ -917,7 +961,7 @@ where
                         match self.bound(&topic, message.partition(), message.offset()) {
                             Bound::Read => Some(message),
                             Bound::ReadLast => {
-                                self.pause(&topic, message.partition());
+                                last_of.push((topic.clone(), message.partition()));
                                 Some(message)
                             }
                             Bound::Skip => None,
@@ -981,11 +1025,15 @@ where
             let acks = if self.track {
                 let (guard, stale) = self.offsets.batch(&parts, generation);
                 drop_stale(&stale, &mut records, &mut batch_letters);
+                last_of.retain(|(t, p)| !stale.iter().any(|(st, sp)| st == t && sp == p));
                 Acks::new::<BatchGuard>(guard)
             } else {
                 Acks::default()
             };
             parts.clear();
+            for (topic, partition) in std::mem::take(&mut last_of) {
+                self.read_to_end_of(&topic, partition);
+            }
             // A dead letter's message is done once the letter is delivered.
             for (_, _, delivery) in batch_letters.drain(..) {
                 let owed = acks.clone();
@@ -1135,6 +1183,12 @@ mod tests {
         assert_eq!(records.iter().map(|r| r.partition).collect::<Vec<_>>(), [1]);
         assert_eq!(letters.iter().map(|l| l.1).collect::<Vec<_>>(), [1]);
         assert!(!sent.load(Ordering::SeqCst), "the dead letter of the revoked partition is never produced");
+    }
+
+    #[test]
+    fn a_bounded_read_with_auto_commit_is_refused() {
+        let builder = KafkaSource::builder("127.0.0.1:1", "g").topic("t").until_end(true).auto_commit(true);
+        assert!(matches!(builder.build(crate::Utf8), Err(Error::Unsupported { .. })));
     }
 
     #[tokio::test]

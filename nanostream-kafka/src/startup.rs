@@ -87,6 +87,13 @@ impl Repeats {
     }
 
     fn log_as(&self, key: &str, level: tracing::Level, client: &str, message: &str) -> bool {
+        if level == tracing::Level::DEBUG || level == tracing::Level::TRACE {
+            // Asked for (librdkafka's `debug`): every line.
+            emit(level, client, message);
+            return true;
+        }
+        // An error is not hidden behind an earlier warning of the same shape.
+        let key = &format!("{level} {key}");
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(repeat) = recent.get_mut(key) {
             if repeat.since.elapsed() < REPEAT_WINDOW {

@@ -71,6 +71,11 @@ impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
             return Ok(());
         }
         let keep = (self.clone)(&item);
+        if let Some(ctx) = &self.ctx {
+            // A count noted for an earlier item (swallowed by a policy
+            // between) is not this item's.
+            ctx.take_attempts();
+        }
         let failure = match AssertUnwindSafe(node.process(item, out)).catch_unwind().await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(error)) => Failure::Error(error),
