@@ -672,17 +672,26 @@ impl Captured {
 /// The source says when it joins, when partitions arrive (and how long that
 /// took), and warns when a member gets none: here two members share a
 /// one-partition topic, so one of them waits with nothing.
+/// Everything logged by this test binary, from every thread (librdkafka
+/// serves a rebalance on whichever thread polls the consumer's queue).
+fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+        captured
+    })
+}
+
 #[test]
 fn the_source_logs_joining_assignment_and_a_member_left_without_partitions() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
-    // One thread, so every event of the pipeline reaches this subscriber.
+    let all = captured_logs();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let topic = unique("lonely");
@@ -696,13 +705,15 @@ fn the_source_logs_joining_assignment_and_a_member_left_without_partitions() {
             g.sink(format!("drop[{i}]"), for_each(|_: Record<String>| async {}), records);
         }
         let running = g.build().expect("valid").start();
+        // This test's lines: those naming its group.
+        let ours = || all.text().lines().filter(|l| l.contains(&group)).collect::<Vec<_>>().join("\n");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while !captured.text().contains("no partition assigned") {
-            assert!(tokio::time::Instant::now() < deadline, "no warning; log:\n{}", captured.text());
+        while !(ours().contains("no partition assigned") && ours().contains("partitions assigned,")) {
+            assert!(tokio::time::Instant::now() < deadline, "no warning or no assignment; log:\n{}", ours());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         running.shutdown(Duration::from_secs(30)).await.expect("shuts down cleanly");
-        let log = captured.text();
+        let log = ours();
         assert_eq!(log.matches(&format!("joining group {group} for topics {topic}")).count(), 2, "{log}");
         assert!(log.contains("partitions assigned,") && log.contains("after joining the group"), "{log}");
         assert_eq!(log.matches("no partition assigned 30s after joining the group").count(), 1, "{log}");
