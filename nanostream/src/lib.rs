@@ -126,6 +126,7 @@ mod runtime;
 pub mod sinks;
 pub mod sources;
 pub mod testing;
+pub mod time;
 
 pub use adapt::NodeExt;
 pub use edge::emitter::Emitter;

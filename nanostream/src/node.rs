@@ -10,6 +10,7 @@ use crate::edge::emitter::Emitter;
 use crate::error::BoxError;
 use crate::runtime::stats::NodeStats;
 use crate::runtime::status::{Status, Stop};
+use crate::time::Timestamp;
 
 /// A processing step: reads items of type `In`, emits items of type `Out`.
 ///
@@ -201,6 +202,26 @@ pub trait Node: Send + 'static {
         let _ = out;
         async { Ok(()) }
     }
+
+    /// Runs when the watermark of the node's input moves forward: no item
+    /// with an event time before `watermark` is expected any more (see
+    /// [`time`](crate::time)). May emit; what it emits goes before the
+    /// watermark, which the runtime passes on once this returns.
+    ///
+    /// Event-time windows and joins close what the watermark has passed
+    /// here. At the end of a finite input it runs with
+    /// [`Timestamp::MAX`](crate::time::Timestamp::MAX) before
+    /// [`finish`](Node::finish); after a graceful shutdown it does not, so
+    /// what waits on event time is not emitted as if it were complete.
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Emitter<Self::Out>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = (watermark, out);
+        async { Ok(()) }
+    }
+
     /// Called once after the last item, when every upstream node has
     /// finished; may still emit. Not called when the pipeline is failing.
     fn finish(&mut self, out: &mut Emitter<Self::Out>) -> impl Future<Output = Result<(), Self::Error>> + Send {

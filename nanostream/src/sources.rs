@@ -262,3 +262,67 @@ impl<T: Send + 'static> Source for FromChannel<T> {
         true
     }
 }
+
+/// The sending half of a second output of a node (dead letters, late
+/// items): each item travels with the acknowledgements it owes, and is done
+/// once delivered from there.
+pub(crate) struct SideSender<T> {
+    tx: mpsc::Sender<(T, crate::acks::Acks)>,
+}
+
+impl<T> Clone for SideSender<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone() }
+    }
+}
+
+impl<T: Send + 'static> SideSender<T> {
+    /// Sends `item`; waits while the second output is full. If nothing
+    /// reads it any more (the pipeline is stopping), the item is dropped and
+    /// what it owes is abandoned.
+    pub(crate) async fn send(&self, item: T, acks: crate::acks::Acks, node: &str) {
+        if self.tx.send((item, acks)).await.is_err() {
+            tracing::debug!(node = %node, "second output closed; the pipeline is stopping");
+        }
+    }
+}
+
+/// The source that emits what a node sends to its second output.
+pub(crate) struct SideSource<T> {
+    rx: mpsc::Receiver<(T, crate::acks::Acks)>,
+}
+
+/// A second output of a node, holding at most `capacity` items.
+pub(crate) fn side_output<T>(capacity: usize) -> (SideSender<T>, SideSource<T>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (SideSender { tx }, SideSource { rx })
+}
+
+impl<T: Send + 'static> Source for SideSource<T> {
+    type Out = T;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<T>) -> Result<(), Infallible> {
+        loop {
+            let (item, mut acks) = match self.rx.try_recv() {
+                Ok(next) => next,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    out.flush().await;
+                    match self.rx.recv().await {
+                        Some(next) => next,
+                        None => return Ok(()),
+                    }
+                }
+            };
+            out.owe(&mut acks);
+            out.emit(item).await;
+        }
+    }
+
+    /// Ends when the node ends (its sender drops), not on shutdown: an
+    /// item already sent here is never dropped.
+    fn cooperative_shutdown(&self) -> bool {
+        true
+    }
+}

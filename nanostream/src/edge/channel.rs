@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::edge::acks::Acks;
+use crate::time::Mark;
 
 /// Edge capacity used when neither the edge nor the builder sets one.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -29,6 +30,15 @@ pub(crate) type ChunkCloner<T> = fn(&[T]) -> Vec<T>;
 pub(crate) struct Chunk<T> {
     pub(crate) items: Vec<T>,
     pub(crate) acks: Acks,
+    /// The edge's watermark once these items are read.
+    pub(crate) mark: Mark,
+}
+
+impl<T> Chunk<T> {
+    /// A chunk without items that only moves the watermark on.
+    pub(crate) fn marker(mark: Mark) -> Self {
+        Self { items: Vec::new(), acks: Acks::default(), mark }
+    }
 }
 
 /// State shared by both ends of an edge, read by metrics and shutdown reports.
@@ -59,6 +69,8 @@ pub(crate) struct EdgeSender<T> {
     reserving: bool,
     /// The receiver is gone; nothing more is sent here.
     pub(crate) closed: bool,
+    /// The watermark of the last chunk sent.
+    pub(crate) sent_mark: Mark,
 }
 
 impl<T: Send + 'static> EdgeSender<T> {
@@ -84,6 +96,7 @@ impl<T: Send + 'static> EdgeSender<T> {
                 }
                 let chunk = make();
                 let len = chunk.items.len();
+                self.sent_mark = chunk.mark;
                 self.shared.queued.fetch_add(len, Ordering::Relaxed);
                 let sent = if fast {
                     tx.get_ref().is_some_and(|tx| tx.try_send(chunk).is_ok())
@@ -102,8 +115,9 @@ impl<T: Send + 'static> EdgeSender<T> {
                 Poll::Ready(false) => Sent::Closed,
                 Poll::Ready(true) => {
                     let chunk = make();
+                    self.sent_mark = chunk.mark;
                     self.shared.queued.fetch_add(chunk.items.len(), Ordering::Relaxed);
-                    queue.push(chunk, true);
+                    queue.push(chunk);
                     Sent::Done
                 }
             },
@@ -121,18 +135,20 @@ impl<T> Drop for EdgeSender<T> {
 
 enum Rx<T> {
     Channel(mpsc::Receiver<Chunk<T>>),
-    Queue(Arc<WorkQueue<T>>),
+    Queue(QueueReader<T>),
 }
 
 pub(crate) struct EdgeReceiver<T> {
     rx: Rx<T>,
     pub(crate) shared: Arc<EdgeShared>,
+    /// The watermark of the last chunk received.
+    mark: Mark,
 }
 
 impl<T> Drop for EdgeReceiver<T> {
     fn drop(&mut self) {
-        if let Rx::Queue(queue) = &self.rx {
-            queue.receiver_gone();
+        if let Rx::Queue(q) = &self.rx {
+            q.queue.receiver_gone();
         }
     }
 }
@@ -171,8 +187,9 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
             chunk_limit: size.chunk_limit(),
             reserving: false,
             closed: false,
+            sent_mark: Mark::Untimed,
         },
-        EdgeReceiver { rx: Rx::Channel(rx), shared },
+        EdgeReceiver { rx: Rx::Channel(rx), shared, mark: Mark::Untimed },
     )
 }
 
@@ -190,31 +207,99 @@ pub(crate) fn shared_edge<T: Send + 'static>(size: EdgeSize, readers: usize) -> 
             receivers: readers,
             readers: Vec::new(),
             writer: None,
+            unfinished: VecDeque::new(),
+            first: 0,
+            done_mark: Mark::Untimed,
+            reading: vec![None; readers],
         }),
     });
     let shared = Arc::new(EdgeShared::default());
-    let receivers =
-        (0..readers).map(|_| EdgeReceiver { rx: Rx::Queue(queue.clone()), shared: shared.clone() }).collect();
-    let sender =
-        EdgeSender { tx: Tx::Queue(queue), shared, chunk_limit: size.chunk_limit(), reserving: false, closed: false };
+    let receivers = (0..readers)
+        .map(|index| EdgeReceiver {
+            rx: Rx::Queue(QueueReader { queue: queue.clone(), index, seen: Mark::Untimed }),
+            shared: shared.clone(),
+            mark: Mark::Untimed,
+        })
+        .collect();
+    let sender = EdgeSender {
+        tx: Tx::Queue(queue),
+        shared,
+        chunk_limit: size.chunk_limit(),
+        reserving: false,
+        closed: false,
+        sent_mark: Mark::Untimed,
+    };
     (sender, receivers)
 }
 
 /// The queue behind a [`shared_edge`].
+///
+/// Watermarks: a reader may pass a watermark on only once every item sent
+/// before it has been processed, by whichever reader took it. So the queue
+/// numbers the chunks, counts the parts of each still being read (a chunk
+/// given back in part is read by two readers), and gives its readers the
+/// watermark of the last chunk finished together with every chunk before
+/// it; a reader with nothing to do gets it in a chunk without items.
 pub(crate) struct WorkQueue<T> {
     state: Mutex<QueueState<T>>,
 }
 
 struct QueueState<T> {
-    /// Chunks, and whether each takes one of the sender's slots (chunks given
-    /// back by a reader do not: their items were already in flight).
-    chunks: VecDeque<(Chunk<T>, bool)>,
+    chunks: VecDeque<Queued<T>>,
     slots: usize,
     counted: usize,
     sender: bool,
     receivers: usize,
     readers: Vec<Waker>,
     writer: Option<Waker>,
+    /// Chunks pushed and not finished yet, oldest first.
+    unfinished: VecDeque<Unfinished>,
+    /// The number of the first of `unfinished`.
+    first: u64,
+    /// The watermark of the last chunk finished with all before it.
+    done_mark: Mark,
+    /// The chunk each reader is processing.
+    reading: Vec<Option<u64>>,
+}
+
+struct Queued<T> {
+    chunk: Chunk<T>,
+    /// Whether it takes one of the sender's slots (chunks given back by a
+    /// reader do not: their items were already in flight).
+    counted: bool,
+    seq: u64,
+}
+
+struct Unfinished {
+    /// Readers processing a part of it, or the chunk waiting in the queue.
+    parts: usize,
+    mark: Mark,
+}
+
+impl<T> QueueState<T> {
+    /// Reader `reader` finished the chunk it was processing; returns the
+    /// readers to wake if that moved the watermark or ended the input.
+    fn finish(&mut self, reader: usize) -> Vec<Waker> {
+        let Some(seq) = self.reading.get_mut(reader).and_then(Option::take) else { return Vec::new() };
+        if let Some(entry) = seq.checked_sub(self.first).and_then(|i| self.unfinished.get_mut(i as usize)) {
+            entry.parts = entry.parts.saturating_sub(1);
+        }
+        self.settle()
+    }
+
+    /// Drops the finished chunks at the front; wakes every reader if that
+    /// moved the watermark or ended the input.
+    fn settle(&mut self) -> Vec<Waker> {
+        let before = self.done_mark;
+        while self.unfinished.front().is_some_and(|e| e.parts == 0) {
+            if let Some(entry) = self.unfinished.pop_front() {
+                self.done_mark = entry.mark;
+                self.first += 1;
+            }
+        }
+        let ended = !self.sender && self.unfinished.is_empty();
+        if self.done_mark != before || ended { std::mem::take(&mut self.readers) } else { Vec::new() }
+    }
 }
 
 impl<T> WorkQueue<T> {
@@ -236,44 +321,88 @@ impl<T> WorkQueue<T> {
         Poll::Pending
     }
 
-    fn push(&self, chunk: Chunk<T>, counted: bool) {
+    /// The sender's chunk.
+    fn push(&self, chunk: Chunk<T>) {
         let readers = {
             let mut state = self.lock();
-            if counted {
-                state.counted += 1;
-                state.chunks.push_back((chunk, true));
+            let seq = state.first + state.unfinished.len() as u64;
+            if chunk.items.is_empty() {
+                // Only a watermark: finished as soon as what came before is.
+                state.unfinished.push_back(Unfinished { parts: 0, mark: chunk.mark });
+                state.settle()
             } else {
-                state.chunks.push_front((chunk, false));
+                state.unfinished.push_back(Unfinished { parts: 1, mark: chunk.mark });
+                state.counted += 1;
+                state.chunks.push_back(Queued { chunk, counted: true, seq });
+                std::mem::take(&mut state.readers)
             }
+        };
+        readers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The rest of the chunk reader `reader` is processing, for the others.
+    fn give_back(&self, reader: usize, chunk: Chunk<T>) {
+        let readers = {
+            let mut state = self.lock();
+            let seq = match state.reading.get(reader).copied().flatten() {
+                Some(seq) => seq,
+                None => {
+                    // Not expected: a reader gives back only what it is
+                    // processing. Counted as a chunk of its own.
+                    let seq = state.first + state.unfinished.len() as u64;
+                    let mark = state.done_mark;
+                    state.unfinished.push_back(Unfinished { parts: 0, mark });
+                    seq
+                }
+            };
+            if let Some(entry) = seq.checked_sub(state.first).and_then(|i| state.unfinished.get_mut(i as usize)) {
+                entry.parts += 1;
+            }
+            state.chunks.push_front(Queued { chunk, counted: false, seq });
             std::mem::take(&mut state.readers)
         };
         readers.into_iter().for_each(Waker::wake);
     }
 
-    fn poll_pop(&self, cx: Option<&mut Context<'_>>) -> Poll<Option<Chunk<T>>> {
+    /// Reader `reader` finished what it had and takes the next chunk: one
+    /// with items, or without, to pass a watermark on (`seen` is the last
+    /// it passed). `None` once the sender is gone and every chunk finished.
+    fn poll_pop(&self, reader: usize, seen: &mut Mark, cx: Option<&mut Context<'_>>) -> Poll<Option<Chunk<T>>> {
         let mut state = self.lock();
-        if let Some((chunk, counted)) = state.chunks.pop_front() {
-            let writer = if counted {
-                state.counted -= 1;
-                state.writer.take()
-            } else {
-                None
-            };
-            drop(state);
-            if let Some(writer) = writer {
-                writer.wake();
+        let mut wake = state.finish(reader);
+        let popped = match state.chunks.pop_front() {
+            Some(queued) => {
+                if queued.counted {
+                    state.counted -= 1;
+                    wake.extend(state.writer.take());
+                }
+                if let Some(slot) = state.reading.get_mut(reader) {
+                    *slot = Some(queued.seq);
+                }
+                let mut chunk = queued.chunk;
+                // What is known to be finished, not the chunk's own: other
+                // readers may still be on chunks before it.
+                chunk.mark = state.done_mark;
+                *seen = state.done_mark;
+                Poll::Ready(Some(chunk))
             }
-            return Poll::Ready(Some(chunk));
-        }
-        if !state.sender {
-            return Poll::Ready(None);
-        }
-        if let Some(cx) = cx
-            && !state.readers.iter().any(|w| w.will_wake(cx.waker()))
-        {
-            state.readers.push(cx.waker().clone());
-        }
-        Poll::Pending
+            None if state.done_mark != *seen => {
+                *seen = state.done_mark;
+                Poll::Ready(Some(Chunk::marker(state.done_mark)))
+            }
+            None if !state.sender && state.unfinished.is_empty() => Poll::Ready(None),
+            None => {
+                if let Some(cx) = cx
+                    && !state.readers.iter().any(|w| w.will_wake(cx.waker()))
+                {
+                    state.readers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        };
+        drop(state);
+        wake.into_iter().for_each(Waker::wake);
+        popped
     }
 
     fn sender_gone(&self) {
@@ -297,11 +426,19 @@ impl<T> WorkQueue<T> {
     }
 }
 
+/// One reader of a [`WorkQueue`].
+struct QueueReader<T> {
+    queue: Arc<WorkQueue<T>>,
+    index: usize,
+    /// The last watermark this reader passed on.
+    seen: Mark,
+}
+
 impl<T> EdgeReceiver<T> {
     fn try_recv(&mut self) -> Result<Chunk<T>, mpsc::error::TryRecvError> {
         match &mut self.rx {
             Rx::Channel(rx) => rx.try_recv(),
-            Rx::Queue(queue) => match queue.poll_pop(None) {
+            Rx::Queue(q) => match q.queue.poll_pop(q.index, &mut q.seen, None) {
                 Poll::Ready(Some(chunk)) => Ok(chunk),
                 Poll::Ready(None) => Err(mpsc::error::TryRecvError::Disconnected),
                 Poll::Pending => Err(mpsc::error::TryRecvError::Empty),
@@ -312,7 +449,7 @@ impl<T> EdgeReceiver<T> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk<T>>> {
         match &mut self.rx {
             Rx::Channel(rx) => rx.poll_recv(cx),
-            Rx::Queue(queue) => queue.poll_pop(Some(cx)),
+            Rx::Queue(q) => q.queue.poll_pop(q.index, &mut q.seen, Some(cx)),
         }
     }
 }
@@ -328,16 +465,31 @@ pub(crate) enum TryNext<T> {
 pub(crate) struct InputSet<T> {
     edges: Vec<EdgeReceiver<T>>,
     cursor: usize,
+    /// The last watermarks of the edges that have ended. One that ended
+    /// without the final watermark (its source was stopped) keeps holding
+    /// the others back: what it would have sent is not known.
+    ended: Vec<Mark>,
 }
 
 impl<T> InputSet<T> {
     pub(crate) fn new(edges: Vec<EdgeReceiver<T>>) -> Self {
-        Self { edges, cursor: 0 }
+        Self { edges, cursor: 0, ended: Vec::new() }
     }
 
-    fn received(&mut self, chunk: &Chunk<T>, index: usize) {
+    /// Notes a chunk from edge `index`, and gives it the watermark of the
+    /// whole input: the minimum over the edges.
+    fn received(&mut self, chunk: &mut Chunk<T>, index: usize) {
         self.edges[index].shared.queued.fetch_sub(chunk.items.len(), Ordering::Relaxed);
         self.cursor = index + 1;
+        self.edges[index].mark = chunk.mark;
+        if self.edges.len() > 1 || !self.ended.is_empty() {
+            chunk.mark = Mark::min_of(self.edges.iter().map(|e| e.mark).chain(self.ended.iter().copied()));
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        let edge = self.edges.swap_remove(index);
+        self.ended.push(edge.mark);
     }
 
     /// Takes a chunk that is ready now, without waiting.
@@ -346,14 +498,12 @@ impl<T> InputSet<T> {
         while i < self.edges.len() {
             let index = (self.cursor + i) % self.edges.len();
             match self.edges[index].try_recv() {
-                Ok(chunk) => {
-                    self.received(&chunk, index);
+                Ok(mut chunk) => {
+                    self.received(&mut chunk, index);
                     return TryNext::Chunk(chunk);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => i += 1,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.edges.swap_remove(index);
-                }
+                Err(mpsc::error::TryRecvError::Disconnected) => self.remove(index),
             }
         }
         if self.edges.is_empty() { TryNext::Closed } else { TryNext::Empty }
@@ -364,13 +514,11 @@ impl<T> InputSet<T> {
         while i < self.edges.len() {
             let index = (self.cursor + i) % self.edges.len();
             match self.edges[index].poll_recv(cx) {
-                Poll::Ready(Some(chunk)) => {
-                    self.received(&chunk, index);
+                Poll::Ready(Some(mut chunk)) => {
+                    self.received(&mut chunk, index);
                     return Poll::Ready(Some(chunk));
                 }
-                Poll::Ready(None) => {
-                    self.edges.swap_remove(index);
-                }
+                Poll::Ready(None) => self.remove(index),
                 Poll::Pending => i += 1,
             }
         }
@@ -397,7 +545,7 @@ impl<T> InputSet<T> {
     /// to take.
     pub(crate) fn shared_queue(&self) -> Option<GiveBack<T>> {
         self.edges.iter().find_map(|e| match &e.rx {
-            Rx::Queue(queue) => Some(GiveBack { queue: queue.clone(), shared: e.shared.clone() }),
+            Rx::Queue(q) => Some(GiveBack { queue: q.queue.clone(), reader: q.index, shared: e.shared.clone() }),
             Rx::Channel(_) => None,
         })
     }
@@ -407,12 +555,13 @@ impl<T> InputSet<T> {
 /// [`InputSet::shared_queue`].
 pub(crate) struct GiveBack<T> {
     queue: Arc<WorkQueue<T>>,
+    reader: usize,
     shared: Arc<EdgeShared>,
 }
 
 impl<T> GiveBack<T> {
     pub(crate) fn give_back(&self, chunk: Chunk<T>) {
         self.shared.queued.fetch_add(chunk.items.len(), Ordering::Relaxed);
-        self.queue.push(chunk, false);
+        self.queue.give_back(self.reader, chunk);
     }
 }

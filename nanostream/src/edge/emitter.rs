@@ -18,6 +18,7 @@ use crate::edge::buffer::{Buffer, Owed};
 use crate::edge::channel::Chunk;
 use crate::edge::routing::{Delivery, Port};
 use crate::runtime::stats::NodeStats;
+use crate::time::{Mark, Timestamp};
 
 /// Where a node sends its outputs.
 ///
@@ -66,6 +67,11 @@ struct Core<T> {
     /// Park `emit` once the output is closed, so a source loop cannot spin.
     park_when_closed: bool,
     output: Output<T>,
+    /// The highest watermark this output has had.
+    high: Option<Timestamp>,
+    /// The node sets its output's watermarks itself (a source, or a node
+    /// that assigns event time): the runtime does not forward its input's.
+    own_marks: bool,
 }
 
 enum Output<T> {
@@ -118,11 +124,13 @@ pub(crate) struct Fused<T> {
     stage: Box<dyn Stage<T>>,
     closed_token: CancellationToken,
     stats: Arc<NodeStats>,
+    /// The watermark of the last chunk handed over.
+    sent_mark: Mark,
 }
 
 impl<T> Fused<T> {
     pub(crate) fn new(stage: Box<dyn Stage<T>>, closed_token: CancellationToken, stats: Arc<NodeStats>) -> Self {
-        Self { stage, closed_token, stats }
+        Self { stage, closed_token, stats, sent_mark: Mark::Untimed }
     }
 }
 
@@ -198,9 +206,33 @@ impl Held {
     pub fn is_empty(&self) -> bool {
         self.acks.is_empty()
     }
+
+    /// Adds what `other` holds: for state that merges (session windows).
+    pub fn merge(&mut self, other: Held) {
+        self.acks.merge(other.acks);
+        // The same input chunk held twice is harmless (both copies are
+        // released together); holding it again is what must not be missed.
+        self.seq = 0;
+    }
 }
 
 impl<T> Core<T> {
+    /// Sets the output's watermark, which never goes back: a lower one
+    /// (an input that was idle speaking again) keeps the highest so far.
+    fn set_mark(&mut self, mark: Mark) {
+        let mark = match mark {
+            Mark::At(t) => {
+                let high = self.high.map_or(t, |h| h.max(t));
+                self.high = Some(high);
+                Mark::At(high)
+            }
+            other => other,
+        };
+        if self.buffer.marks.latest() != mark {
+            self.buffer.set_mark(mark);
+        }
+    }
+
     fn close_output(&mut self, how: Output<T>) {
         // Every reader after a fused output stopped: say so, as a port does
         // when its last edge closes. (Not when the node ends its own output.)
@@ -215,6 +247,15 @@ impl<T> Core<T> {
     /// (its items are no longer in the buffer).
     fn port_has_parts(&self) -> bool {
         matches!(&self.output, Output::Connected(port) if !port.parts.is_empty())
+    }
+
+    /// The node's statistics, for a connected output.
+    fn stats(&self) -> Option<&Arc<NodeStats>> {
+        match &self.output {
+            Output::Connected(port) => Some(&port.stats),
+            Output::Fused(fused) => Some(&fused.stats),
+            _ => None,
+        }
     }
 
     /// Whether every reader has stopped.
@@ -274,6 +315,11 @@ impl<T: Send + 'static> Core<T> {
                 Delivery::Closed => self.close_output(Output::Closed),
             }
         }
+        if let Output::Connected(port) = &mut self.output
+            && let Delivery::Closed = ready!(port.poll_send_marks(self.buffer.marks.latest(), cx))
+        {
+            self.close_output(Output::Closed);
+        }
         Poll::Ready(())
     }
 }
@@ -293,14 +339,23 @@ impl<T: Send + 'static> Fused<T> {
                 buffer.spare = self.stage.recycle();
             }
             if buffer.items.is_empty() {
-                break;
+                let mark = buffer.marks.latest();
+                if mark == self.sent_mark {
+                    break;
+                }
+                // Nothing buffered: the watermark goes on alone.
+                self.sent_mark = mark;
+                self.stage.start_send(Chunk::marker(mark));
+                continue;
             }
             // A fused chain never waits on a channel, so it would never give
             // its worker back to the runtime: count each chunk against the
             // task's budget as a channel operation does.
             let coop = ready!(tokio::task::coop::poll_proceed(cx));
             let n = buffer.items.len().min(limit);
-            self.stage.start_send(buffer.take_front(n));
+            let chunk = buffer.take_front(n);
+            self.sent_mark = chunk.mark;
+            self.stage.start_send(chunk);
             self.stats.add_sent(n);
             coop.made_progress();
         }
@@ -329,6 +384,8 @@ impl<T> Emitter<T> {
             limit: usize::MAX,
             park_when_closed: false,
             output: Output::Detached,
+            high: None,
+            own_marks: false,
         })
     }
 
@@ -340,6 +397,8 @@ impl<T> Emitter<T> {
             limit,
             park_when_closed: source,
             output: Output::Connected(port),
+            high: None,
+            own_marks: false,
         })
     }
 
@@ -352,6 +411,8 @@ impl<T> Emitter<T> {
             limit,
             park_when_closed: source,
             output: Output::Fused(fused),
+            high: None,
+            own_marks: false,
         })
     }
 
@@ -369,6 +430,72 @@ impl<T> Emitter<T> {
     /// Number of outputs buffered and not yet sent.
     pub fn buffered(&self) -> usize {
         self.lock().buffer.items.len()
+    }
+
+    /// Declares that no item with an event time before `watermark` will be
+    /// emitted here any more (late items aside): the watermark of this
+    /// output, for the nodes after it.
+    ///
+    /// For sources, and nodes that assign event time: once a node calls it
+    /// (or [`mark_idle`](Emitter::mark_idle)), the runtime stops passing its
+    /// input's watermark on, and the node's own are what the nodes after
+    /// it see. The watermark travels after every item emitted before the
+    /// call. It never goes back: a lower one is ignored. Most pipelines get
+    /// their watermarks from [`EventTime`](crate::operators::EventTime) or
+    /// the Kafka source instead; see [`time`](crate::time).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    /// use nanostream::time::Timestamp;
+    /// use std::convert::Infallible;
+    ///
+    /// /// Readings that come in order of time, one per second.
+    /// struct Readings(i64);
+    ///
+    /// impl Source for Readings {
+    ///     type Out = (Timestamp, f64);
+    ///     type Error = Infallible;
+    ///
+    ///     async fn run(&mut self, out: &mut Emitter<(Timestamp, f64)>) -> Result<(), Infallible> {
+    ///         for second in 0..self.0 {
+    ///             let at = Timestamp::from_millis(second * 1000);
+    ///             out.emit((at, 20.0)).await;
+    ///             // In order: nothing before `at` will follow.
+    ///             out.advance_watermark(at);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let _ = Readings(3);
+    /// ```
+    pub fn advance_watermark(&mut self, watermark: Timestamp) {
+        let mut core = self.lock();
+        core.own_marks = true;
+        core.set_mark(Mark::At(watermark));
+        if let (Mark::At(t), Some(stats)) = (core.buffer.marks.latest(), core.stats()) {
+            stats.set_watermark(t);
+        }
+    }
+
+    /// Declares this output idle: it has nothing to say about event time
+    /// for now, so nodes that read it with others do not wait for it. The
+    /// next [`advance_watermark`](Emitter::advance_watermark) makes it count
+    /// again. See [`time`](crate::time).
+    pub fn mark_idle(&mut self) {
+        let mut core = self.lock();
+        core.own_marks = true;
+        core.set_mark(Mark::Idle);
+    }
+
+    /// Passes the watermark of the node's input on, unless the node sets
+    /// its own (the final one always goes on).
+    pub(crate) fn forward_mark(&mut self, mark: Mark) {
+        let mut core = self.lock();
+        if !core.own_marks || mark == Mark::END {
+            core.set_mark(mark);
+        }
     }
 
     /// Marks the start of an input chunk whose acknowledgements every output

@@ -11,6 +11,7 @@ use crate::edge::acks::Acks;
 use crate::edge::buffer::Buffer;
 use crate::edge::channel::{Chunk, ChunkCloner, EdgeSender, Sent};
 use crate::runtime::stats::NodeStats;
+use crate::time::Mark;
 
 /// How an output spreads its items over its readers.
 pub(crate) enum Policy<T> {
@@ -187,12 +188,12 @@ impl<T: Send + 'static> Port<T> {
             Policy::Partition(key) => {
                 if self.parts.is_empty() {
                     let n = buffer.items.len().min(limit);
-                    let Chunk { items, acks } = buffer.take_front(n);
+                    let Chunk { items, acks, mark } = buffer.take_front(n);
                     let readers = self.edges.len();
                     // Split once and keep the parts in the port, so that an
                     // interrupted flush resumes where it stopped.
                     let mut parts: Vec<Chunk<T>> = (0..readers)
-                        .map(|_| Chunk { items: Vec::with_capacity(n / readers + 1), acks: Acks::default() })
+                        .map(|_| Chunk { items: Vec::with_capacity(n / readers + 1), acks: Acks::default(), mark })
                         .collect();
                     for item in items {
                         let slot = (key(&item) % readers as u64) as usize;
@@ -214,7 +215,8 @@ impl<T: Send + 'static> Port<T> {
                     }
                     let part = &mut self.parts[index];
                     let len = part.items.len();
-                    let empty = || Chunk { items: Vec::new(), acks: Acks::default() };
+                    let mark = part.mark;
+                    let empty = || Chunk::marker(mark);
                     match self.edges[index].poll_send(cx, || std::mem::replace(part, empty())) {
                         Sent::Pending => return Poll::Pending,
                         Sent::Closed => {
@@ -232,6 +234,30 @@ impl<T: Send + 'static> Port<T> {
             }
         };
         Poll::Ready(Delivery::Sent(sent))
+    }
+}
+
+impl<T: Send + 'static> Port<T> {
+    /// Sends `mark` on every open edge that has not had it yet, in a chunk
+    /// without items: only once nothing is buffered, so that the mark comes
+    /// after every item emitted before it.
+    pub(crate) fn poll_send_marks(&mut self, mark: Mark, cx: &mut Context<'_>) -> Poll<Delivery> {
+        for index in 0..self.edges.len() {
+            let edge = &mut self.edges[index];
+            if edge.closed || edge.sent_mark == mark {
+                continue;
+            }
+            match edge.poll_send(cx, || Chunk::marker(mark)) {
+                Sent::Pending => return Poll::Pending,
+                Sent::Closed => {
+                    if self.close_edge(index) {
+                        return Poll::Ready(Delivery::Closed);
+                    }
+                }
+                Sent::Done => {}
+            }
+        }
+        Poll::Ready(Delivery::Sent(0))
     }
 }
 

@@ -871,6 +871,68 @@ impl TopologyBuilder {
         dead
     }
 
+    /// Adds an event-time window node (see
+    /// [`Windows`](crate::operators::Windows)) with a second output for the
+    /// items that came too late for it: each as a
+    /// [`Late`](crate::operators::Late), on an output named `name.late`,
+    /// which must be read like any output. A late item's acknowledgements
+    /// are done once the late item is.
+    ///
+    /// Added with [`node`](TopologyBuilder::node) instead, a window fails on
+    /// a late item with [`WindowError::TooLate`](crate::operators::WindowError::TooLate),
+    /// which its error policy handles: late items are never dropped
+    /// silently.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::prelude::*;
+    /// use nanostream::operators::{Windows, watermarks};
+    /// use nanostream::time::{Timed, Timestamp};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), nanostream::Error> {
+    /// // Event times in seconds; 2 comes long after 30.
+    /// let times = [1i64, 30, 2];
+    /// let mut g = Topology::builder();
+    /// let times = g.source("times", from_iter(times));
+    /// let timed = g.node("timed", watermarks(|s: &i64| Timestamp::from_millis(s * 1000), Duration::ZERO), times);
+    /// let counts = Windows::tumbling(Duration::from_secs(10))
+    ///     .aggregate(|t: &Timed<i64>| t.stamp, |_| (), || 0u32, |n, _| *n += 1);
+    /// let (counts, late) = g.window("counts", counts, timed);
+    /// let (results, counted) = into_stream(8);
+    /// g.sink("counted", results, counts);
+    /// let (late_sink, late_items) = into_stream(8);
+    /// g.sink("late", late_sink, late);
+    /// g.build()?.run().await?;
+    ///
+    /// use futures::StreamExt;
+    /// assert_eq!(counted.count().await, 2);
+    /// let late: Vec<_> = late_items.map(|l| l.item.item).collect().await;
+    /// assert_eq!(late, [2]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn window<W>(
+        &mut self,
+        name: impl Into<String>,
+        mut window: W,
+        inputs: impl Inputs<W::In>,
+    ) -> (Output<W::Out>, Output<crate::operators::Late<W::Item>>)
+    where
+        W: crate::operators::LateOutput,
+    {
+        let name = name.into();
+        let capacity = self.default_capacity.clamp(1, 1024);
+        let (tx, late) = crate::sources::side_output(capacity);
+        window.route_late(crate::operators::LateSender(tx));
+        let out = self.node(name.clone(), window, inputs);
+        let late = self.source(format!("{name}.late"), late);
+        self.side_edges.push((out.node, late.node, "late items"));
+        (out, late)
+    }
+
     /// Adds a pass-through node whose inputs are connected later with
     /// [`connect`](TopologyBuilder::connect), so nodes can be declared before
     /// the nodes that feed them.

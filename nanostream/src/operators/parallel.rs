@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::edge::acks::Acks;
 use crate::edge::emitter::{Emitter, Held};
 use crate::node::{Context, Node, Now};
+use crate::time::Timestamp;
 
 /// What a worker produced.
 pub(crate) enum Seq<O> {
@@ -194,6 +195,12 @@ impl<N: Node> Node for Sequenced<N> {
 
     async fn on_timer(&mut self, out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
         self.inner.on_timer(&mut self.local).await?;
+        self.emit_tail(out).await;
+        Ok(())
+    }
+
+    async fn on_watermark(&mut self, watermark: Timestamp, out: &mut Emitter<Seq<N::Out>>) -> Result<(), N::Error> {
+        self.inner.on_watermark(watermark, &mut self.local).await?;
         self.emit_tail(out).await;
         Ok(())
     }

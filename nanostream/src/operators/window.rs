@@ -23,6 +23,10 @@ pub struct Windowed<K, A> {
     pub end: SystemTime,
     /// The aggregate of the key's items in the window.
     pub value: A,
+    /// Emitted before the window's end, because the input ended: the
+    /// aggregate covers only part of the window's time (`end` is then when
+    /// the window would have closed).
+    pub partial: bool,
 }
 
 /// Keyed windows over processing time; see [`tumbling`] and [`sliding`].
@@ -58,7 +62,10 @@ impl<T, K, A, KF, I, U> std::fmt::Debug for Window<T, K, A, KF, I, U> {
 ///
 /// When a window ends, one [`Windowed`] result per key is emitted, on a
 /// timer, even if no further input arrives. Open windows are emitted when
-/// the input ends. Results of one window come out in no particular order.
+/// the input ends, marked [`partial`](Windowed::partial). Results of one
+/// window come out in no particular order. For windows on the time the
+/// events happened, closed by watermarks, see
+/// [`Windows`](crate::operators::Windows).
 ///
 /// # Examples
 ///
@@ -197,9 +204,10 @@ impl<T, K, A, KF, I, U> Window<T, K, A, KF, I, U> {
             let Some((_, (keys, mut held))) = self.open.pop_first() else { break };
             let start = self.wall(self.start_offset(index));
             let end = self.wall(self.start_offset(index) + self.size.as_nanos() as i128);
+            let partial = self.end_instant(index).is_some_and(|end| end > now);
             out.adopt(&mut held);
             for (key, value) in keys {
-                out.emit(Windowed { key, start, end, value }).await;
+                out.emit(Windowed { key, start, end, value, partial }).await;
             }
         }
     }

@@ -3,20 +3,20 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
 
 use crate::edge::acks::Acks;
 use crate::edge::emitter::Emitter;
-use crate::node::{Context, Node, Now, Source};
+use crate::node::{Context, Node, Now};
 use crate::policy::failure::{DeadLetter, Failure};
 use crate::policy::layer::{Policy, WithPolicy};
 use crate::runtime::step::panic_message;
+use crate::sources::{SideSender, SideSource, side_output};
 
 /// The policy that sends the items a node fails on, with the failure, to a
 /// second output as [`DeadLetter`]s.
 pub(crate) struct DeadLetters<In, E> {
     clone: fn(&In) -> In,
-    tx: mpsc::Sender<(DeadLetter<In, E>, Acks)>,
+    tx: SideSender<DeadLetter<In, E>>,
     name: String,
     /// A failure found on the fast path, sent by the slow path.
     pending: Option<DeadLetter<In, E>>,
@@ -39,10 +39,13 @@ impl<In, E> DeadLetters<In, E> {
 
 /// Sends a dead letter. It owes the input chunk's acknowledgements: its
 /// record is done once the letter itself is delivered.
-async fn send_letter<In, E>(tx: &mpsc::Sender<(DeadLetter<In, E>, Acks)>, letter: DeadLetter<In, E>, acks: Acks) {
-    if let Err(mpsc::error::SendError((letter, _))) = tx.send((letter, acks)).await {
-        tracing::debug!(node = %letter.node, "dead letter output closed; the pipeline is stopping");
-    }
+async fn send_letter<In: Send + 'static, E: Send + 'static>(
+    tx: &SideSender<DeadLetter<In, E>>,
+    letter: DeadLetter<In, E>,
+    acks: Acks,
+) {
+    let node = letter.node.clone();
+    tx.send(letter, acks, &node).await;
 }
 
 impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
@@ -102,50 +105,19 @@ impl<N: Node> Policy<N> for DeadLetters<N::In, N::Error> {
     }
 }
 
-/// The source that emits a node's dead letters.
-pub(crate) struct LetterSource<In, E> {
-    rx: mpsc::Receiver<(DeadLetter<In, E>, Acks)>,
-}
-
-impl<In: Send + 'static, E: Send + 'static> Source for LetterSource<In, E> {
-    type Out = DeadLetter<In, E>;
-    type Error = std::convert::Infallible;
-
-    async fn run(&mut self, out: &mut Emitter<DeadLetter<In, E>>) -> Result<(), Self::Error> {
-        loop {
-            let (letter, mut acks) = match self.rx.try_recv() {
-                Ok(next) => next,
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    out.flush().await;
-                    match self.rx.recv().await {
-                        Some(next) => next,
-                        None => return Ok(()),
-                    }
-                }
-            };
-            out.owe(&mut acks);
-            out.emit(letter).await;
-        }
-    }
-
-    /// Ends when the failing node ends (its sender drops), not on shutdown:
-    /// a dead letter already produced is never dropped.
-    fn cooperative_shutdown(&self) -> bool {
-        true
-    }
-}
-
 /// A node whose failures go to its dead letters.
 pub(crate) type DeadLettering<N> = WithPolicy<DeadLetters<<N as Node>::In, <N as Node>::Error>, N>;
 
+/// The source of a node's dead letters.
+pub(crate) type Letters<N> = SideSource<DeadLetter<<N as Node>::In, <N as Node>::Error>>;
+
 /// Builds the pair behind `node_with_dead_letters`.
-pub(crate) fn dead_lettering<N>(inner: N, capacity: usize) -> (DeadLettering<N>, LetterSource<N::In, N::Error>)
+pub(crate) fn dead_lettering<N>(inner: N, capacity: usize) -> (DeadLettering<N>, Letters<N>)
 where
     N: Node,
     N::In: Clone,
 {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let (tx, letters) = side_output(capacity);
     let policy = DeadLetters {
         clone: <N::In as Clone>::clone,
         tx,
@@ -154,5 +126,5 @@ where
         ctx: None,
         chunk: Acks::default(),
     };
-    (WithPolicy::new(policy, inner), LetterSource { rx })
+    (WithPolicy::new(policy, inner), letters)
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use crate::edge::acks::Acks;
 use crate::edge::emitter::Emitter;
 use crate::node::{Context, Node, Now};
+use crate::time::Timestamp;
 
 /// What happens around a node's per-item step when it fails: skip the item,
 /// retry it, send it to a dead-letter output.
@@ -123,6 +124,10 @@ impl<P, N> WithPolicy<P, N> {
     pub(crate) fn new(policy: P, node: N) -> Self {
         Self { policy, node }
     }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut N {
+        &mut self.node
+    }
 }
 
 impl<P: Policy<N>, N: Node> Node for WithPolicy<P, N> {
@@ -158,6 +163,14 @@ impl<P: Policy<N>, N: Node> Node for WithPolicy<P, N> {
 
     fn on_timer(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {
         self.node.on_timer(out)
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: Timestamp,
+        out: &mut Emitter<N::Out>,
+    ) -> impl Future<Output = Result<(), N::Error>> + Send {
+        self.node.on_watermark(watermark, out)
     }
 
     fn finish(&mut self, out: &mut Emitter<N::Out>) -> impl Future<Output = Result<(), N::Error>> + Send {

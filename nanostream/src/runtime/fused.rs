@@ -34,6 +34,7 @@ use crate::node::{Context, Node};
 use crate::runtime::stats::{BusyClock, Started};
 use crate::runtime::status::Stop;
 use crate::runtime::step::{Step, failure, panic_message, process_now};
+use crate::time::{Mark, Timestamp};
 
 type Panic = Box<dyn Any + Send>;
 /// A call into the node that needs the asynchronous path: the node is moved
@@ -83,6 +84,9 @@ enum After {
     Setup,
     /// A timer, or the final hook: end what it emitted.
     EndInput,
+    /// The node saw a watermark: end what it emitted, then pass the
+    /// watermark on after it.
+    Watermark(Mark),
 }
 
 /// Where a stage is in its life.
@@ -234,6 +238,12 @@ pub(crate) struct NodeStage<N: Node, F, G> {
     chunk_acks: Option<Acks>,
     /// Processed input since the node's last `flush`.
     dirty: bool,
+    /// The watermark of the chunk in progress.
+    chunk_mark: Mark,
+    /// The input's watermark, as last applied.
+    input_mark: Mark,
+    /// The last watermark the node saw in `on_watermark`.
+    watermark: Option<Timestamp>,
     phase: Phase,
     shared: Shared,
 }
@@ -253,6 +263,8 @@ enum NodeWork<N: Node> {
     },
     /// The node's `flush` (in `flushing`).
     Flush,
+    /// The input's watermark after the chunk just processed.
+    Mark(Mark),
     Call {
         call: Call<N, N::Error>,
         after: After,
@@ -294,6 +306,9 @@ where
             give_back: None,
             chunk_acks: None,
             dirty: false,
+            chunk_mark: Mark::Untimed,
+            input_mark: Mark::Untimed,
+            watermark: None,
             phase: Phase::Open,
             shared,
         }
@@ -310,6 +325,13 @@ where
     fn timer(&mut self) -> Call<N, N::Error> {
         self.call(|mut node, mut out| async move {
             let result = node.on_timer(&mut out).await;
+            (node, result)
+        })
+    }
+
+    fn on_watermark(&mut self, watermark: Timestamp) -> Call<N, N::Error> {
+        self.call(move |mut node, mut out| async move {
+            let result = node.on_watermark(watermark, &mut out).await;
             (node, result)
         })
     }
@@ -377,6 +399,7 @@ where
                             if closed {
                                 return Poll::Ready(Err(StageStopped));
                             }
+                            self.work = NodeWork::Mark(self.chunk_mark);
                         }
                         Step::Full => {
                             self.work = NodeWork::Chunk { items: rest, acks: None, started };
@@ -404,7 +427,7 @@ where
                                 let mut items = std::mem::take(stack);
                                 items.reverse();
                                 let acks = self.chunk_acks.clone().unwrap_or_else(|| self.out.current_acks());
-                                queue.give_back(Chunk { items, acks });
+                                queue.give_back(Chunk { items, acks, mark: self.chunk_mark });
                             }
                             self.work = NodeWork::Item { rest, started };
                             // The node waits: what it emitted goes on meanwhile.
@@ -430,6 +453,21 @@ where
                         }
                     }
                 },
+                NodeWork::Mark(mark) => {
+                    if mark == self.input_mark {
+                        continue;
+                    }
+                    self.input_mark = mark;
+                    match mark {
+                        Mark::At(t) if self.watermark.is_none_or(|seen| t > seen) && !self.shared.ctx.has_failed() => {
+                            self.watermark = Some(t);
+                            self.shared.ctx.stats().set_watermark(t);
+                            let call = self.on_watermark(t);
+                            self.work = NodeWork::Call { call, after: After::Watermark(mark) };
+                        }
+                        _ => self.out.forward_mark(mark),
+                    }
+                }
                 NodeWork::Call { mut call, after } => match call.as_mut().poll(cx) {
                     Poll::Pending => {
                         self.work = NodeWork::Call { call, after };
@@ -439,8 +477,11 @@ where
                     }
                     Poll::Ready(done) => {
                         self.called(done)?;
-                        if after == After::EndInput && self.out.end_input_closed() {
+                        if after != After::Setup && self.out.end_input_closed() {
                             return Poll::Ready(Err(StageStopped));
+                        }
+                        if let After::Watermark(mark) = after {
+                            self.out.forward_mark(mark);
                         }
                     }
                 },
@@ -521,6 +562,12 @@ where
 
     fn start_send(&mut self, chunk: Chunk<N::In>) {
         debug_assert!(matches!(self.work, NodeWork::Idle), "a stage takes a chunk only when ready");
+        if chunk.items.is_empty() {
+            // Only a watermark: nothing to process, hold or release.
+            self.work = NodeWork::Mark(chunk.mark);
+            return;
+        }
+        self.chunk_mark = chunk.mark;
         self.shared.ctx.stats().add_received(chunk.items.len(), 0);
         let node = self.node.as_mut().expect("nanostream: a fused node is missing between calls");
         if self.give_back.is_some() {

@@ -48,6 +48,13 @@ pub struct NodeSnapshot {
     pub capacity_downstream: usize,
     /// Time the node spent working on items.
     pub busy: Duration,
+    /// The watermark of the node's input (of its output, for a source or
+    /// a node that sets event time itself), if its input has event time;
+    /// see [`time`](crate::time).
+    pub watermark: Option<crate::time::Timestamp>,
+    /// How far `watermark` is behind the wall clock now (zero once it is
+    /// final). Also the gauge `nanostream_node_watermark_lag_seconds`.
+    pub watermark_lag: Option<Duration>,
 }
 
 impl NodeSnapshot {
@@ -79,6 +86,8 @@ pub(crate) fn snapshot(nodes: &[NodeInfo]) -> Vec<NodeSnapshot> {
             queued_downstream: queued(&n.outputs),
             capacity_downstream: n.outputs.iter().map(|e| e.capacity).sum(),
             busy: Duration::from_nanos(n.stats.busy_ns.load(Ordering::Relaxed)),
+            watermark: n.stats.watermark(),
+            watermark_lag: n.stats.watermark_lag(),
         })
         .collect()
 }
@@ -309,6 +318,8 @@ mod tests {
             queued_downstream: down,
             capacity_downstream: down_capacity,
             busy: Duration::ZERO,
+            watermark: None,
+            watermark_lag: None,
         }
     }
 

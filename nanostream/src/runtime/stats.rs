@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use metrics::{Counter, Gauge};
 
@@ -13,6 +13,9 @@ pub(crate) struct NodeStats {
     /// Attempts made on the item the node last gave up on (a retry policy
     /// notes them for a dead-letter policy around it); 0 when unknown.
     pub(crate) attempts: AtomicU32,
+    /// The last watermark of the node's input, in milliseconds since the
+    /// epoch; `i64::MIN` before the first.
+    pub(crate) watermark: AtomicI64,
     handles: Handles,
 }
 
@@ -23,6 +26,8 @@ struct Handles {
     errors: Counter,
     busy_us: Counter,
     queued: Gauge,
+    watermark: Gauge,
+    watermark_lag: Gauge,
 }
 
 /// Metric names, all labelled with `node`.
@@ -31,6 +36,8 @@ pub(crate) const SENT: &str = "nanostream_node_sent_items_total";
 pub(crate) const ERRORS: &str = "nanostream_node_errors_total";
 pub(crate) const BUSY: &str = "nanostream_node_busy_microseconds_total";
 pub(crate) const QUEUED: &str = "nanostream_node_queued_items";
+pub(crate) const WATERMARK: &str = "nanostream_node_watermark_milliseconds";
+pub(crate) const WATERMARK_LAG: &str = "nanostream_node_watermark_lag_seconds";
 
 impl NodeStats {
     pub(crate) fn new(node: &str) -> Self {
@@ -41,6 +48,8 @@ impl NodeStats {
             errors: metrics::counter!(ERRORS, &[label()]),
             busy_us: metrics::counter!(BUSY, &[label()]),
             queued: metrics::gauge!(QUEUED, &[label()]),
+            watermark: metrics::gauge!(WATERMARK, &[label()]),
+            watermark_lag: metrics::gauge!(WATERMARK_LAG, &[label()]),
         })
     }
 
@@ -52,6 +61,8 @@ impl NodeStats {
             errors: Counter::noop(),
             busy_us: Counter::noop(),
             queued: Gauge::noop(),
+            watermark: Gauge::noop(),
+            watermark_lag: Gauge::noop(),
         })
     }
 
@@ -62,6 +73,7 @@ impl NodeStats {
             errors: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             attempts: AtomicU32::new(0),
+            watermark: AtomicI64::new(i64::MIN),
             handles,
         }
     }
@@ -75,6 +87,33 @@ impl NodeStats {
     /// Items waiting on the node's input edges, after it took a chunk.
     pub(crate) fn set_queued(&self, queued: usize) {
         self.handles.queued.set(queued as f64);
+    }
+
+    /// The node's input watermark moved to `t`.
+    pub(crate) fn set_watermark(&self, t: crate::time::Timestamp) {
+        self.watermark.store(t.as_millis(), Ordering::Relaxed);
+        if t < crate::time::Timestamp::MAX {
+            self.handles.watermark.set(t.as_millis() as f64);
+        }
+        self.watermark_lag();
+    }
+
+    /// The node's input watermark, if it has one.
+    pub(crate) fn watermark(&self) -> Option<crate::time::Timestamp> {
+        match self.watermark.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            ms => Some(crate::time::Timestamp::from_millis(ms)),
+        }
+    }
+
+    /// How far the input watermark is behind the wall clock (zero once it
+    /// is final), refreshed in the metrics facade; `None` without one.
+    pub(crate) fn watermark_lag(&self) -> Option<std::time::Duration> {
+        let t = self.watermark()?;
+        let behind = crate::time::Timestamp::now().as_millis().saturating_sub(t.as_millis()).max(0);
+        let lag = std::time::Duration::from_millis(behind as u64);
+        self.handles.watermark_lag.set(lag.as_secs_f64());
+        Some(lag)
     }
 
     pub(crate) fn add_sent(&self, items: usize) {

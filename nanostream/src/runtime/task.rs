@@ -37,6 +37,7 @@ use crate::runtime::fused::node_stage;
 use crate::runtime::stats::NodeStats;
 use crate::runtime::status::Stop;
 use crate::runtime::step::{failure, panic_message};
+use crate::time::Mark;
 
 /// What the runtime hands a node task when it starts.
 pub(crate) struct NodeEnv {
@@ -205,7 +206,15 @@ async fn drive_source<S: Source>(
         () = closed.cancelled() => None,
     };
     match finished {
-        Some(result) => result.map_err(|e| failure(env.ctx.stats(), e))?,
+        Some(result) => {
+            result.map_err(|e| failure(env.ctx.stats(), e))?;
+            if !env.ctx.is_shutdown_requested() {
+                // The input is exhausted: the final watermark closes what
+                // waits on event time. (Not after a shutdown: what was not
+                // read would have belonged there.)
+                out.forward_mark(Mark::END);
+            }
+        }
         // Stopped from outside between `begin_batch` and `end_batch`: that
         // batch is not complete.
         None => out.abandon_batch(),

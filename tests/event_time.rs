@@ -1,0 +1,485 @@
+//! Event time: watermarks reach every node (fused, unfused, fan-in,
+//! `parallel`), idle inputs stop holding them back, event-time windows give
+//! exact results with late items routed, and a shutdown never emits an open
+//! window as if it were complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use nanostream::prelude::*;
+use nanostream::{
+    Now,
+    acks::{AckOutcome, Acks},
+    operators::{Emission, Late, Windows, then, watermarks},
+    sources::from_channel,
+    time::{Timed, Timestamp},
+};
+use tokio::sync::mpsc;
+
+fn ms(t: i64) -> Timestamp {
+    Timestamp::from_millis(t)
+}
+
+fn secs(s: i64) -> Timestamp {
+    Timestamp::from_millis(s * 1000)
+}
+
+/// (key, event time in ms, value)
+type Event = (u32, i64, u64);
+
+fn event_time(e: &Event) -> Timestamp {
+    ms(e.1)
+}
+
+/// Passes items on and reports every watermark it sees.
+struct Probe<T> {
+    seen: mpsc::UnboundedSender<Timestamp>,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+fn probe<T>() -> (Probe<T>, mpsc::UnboundedReceiver<Timestamp>) {
+    let (seen, rx) = mpsc::unbounded_channel();
+    (Probe { seen, _t: std::marker::PhantomData }, rx)
+}
+
+impl<T: Send + 'static> Node for Probe<T> {
+    type In = T;
+    type Out = T;
+    type Error = Infallible;
+
+    async fn process(&mut self, item: T, out: &mut Emitter<T>) -> Result<(), Infallible> {
+        out.emit(item).await;
+        Ok(())
+    }
+
+    fn process_now(&mut self, item: T) -> Now<T, T, Infallible> {
+        Now::Emit(item)
+    }
+
+    async fn on_watermark(&mut self, watermark: Timestamp, _: &mut Emitter<T>) -> Result<(), Infallible> {
+        let _ = self.seen.send(watermark);
+        Ok(())
+    }
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Timestamp>) -> Vec<Timestamp> {
+    let mut seen = Vec::new();
+    while let Ok(t) = rx.try_recv() {
+        seen.push(t);
+    }
+    seen
+}
+
+/// The next watermark after the minimum (a timed input starts there).
+async fn next_mark(rx: &mut mpsc::UnboundedReceiver<Timestamp>) -> Timestamp {
+    loop {
+        let t = rx.recv().await.expect("the probe reports until the pipeline ends");
+        if t > Timestamp::MIN {
+            return t;
+        }
+    }
+}
+
+#[tokio::test]
+async fn watermarks_reach_fused_and_unfused_nodes_and_end_with_the_final_one() {
+    let events: Vec<Event> = (0..10).map(|i| (0, i * 10_000, 1)).collect();
+    let mut g = Topology::builder();
+    // One item per chunk, so that watermarks move between items (in one
+    // chunk, only the last one would show).
+    g.chunk_size(1);
+    let events = g.source("events", from_iter(events));
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+    let (fused, mut fused_seen) = probe();
+    let a = g.node("fused", fused, timed);
+    let (unfused, mut unfused_seen) = probe();
+    let b = g.node("unfused", unfused, a.unfused());
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), b);
+    g.build().expect("valid").run().await.expect("runs");
+
+    for seen in [drain(&mut fused_seen), drain(&mut unfused_seen)] {
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "watermarks only move forward: {seen:?}");
+        assert_eq!(seen.last(), Some(&Timestamp::MAX), "the end of input is the final watermark");
+        let finite: Vec<_> = seen.iter().filter(|t| **t > Timestamp::MIN && **t < Timestamp::MAX).collect();
+        assert!(finite.len() >= 9, "the watermark moved with the events: {seen:?}");
+        assert!(finite.iter().all(|t| t.as_millis() % 10_000 == 0 && **t <= secs(90)), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn where_inputs_meet_the_watermark_is_their_minimum() {
+    let (a_src, a) = from_channel::<Event>(16);
+    let (b_src, b) = from_channel::<Event>(16);
+    let mut g = Topology::builder();
+    let a_out = g.source("a", a_src);
+    let a_timed = g.node("a_timed", watermarks(event_time, Duration::ZERO), a_out);
+    let b_out = g.source("b", b_src);
+    let b_timed = g.node("b_timed", watermarks(event_time, Duration::ZERO), b_out);
+    let (meet, mut seen) = probe();
+    let met = g.node("meet", meet, vec![a_timed, b_timed]);
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), met);
+    let running = g.build().expect("valid").start();
+
+    a.send((0, 50_000, 1)).await.expect("open");
+    b.send((0, 10_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(10), "b is behind: it holds the watermark");
+    b.send((0, 60_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(50), "now a is behind");
+    a.send((0, 100_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(60));
+    drop((a, b));
+    running.join().await.expect("runs");
+    assert_eq!(drain(&mut seen).last(), Some(&Timestamp::MAX));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_input_stops_holding_the_watermark_back_and_counts_again_when_it_speaks() {
+    let idle_after = Duration::from_secs(5);
+    let (a_src, a) = from_channel::<Event>(16);
+    let (b_src, b) = from_channel::<Event>(16);
+    let mut g = Topology::builder();
+    let a_out = g.source("a", a_src);
+    let a_timed = g.node("a_timed", watermarks(event_time, Duration::ZERO).idle_after(idle_after), a_out);
+    let b_out = g.source("b", b_src);
+    let b_timed = g.node("b_timed", watermarks(event_time, Duration::ZERO).idle_after(idle_after), b_out);
+    let (meet, mut seen) = probe();
+    let met = g.node("meet", meet, vec![a_timed, b_timed]);
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), met);
+    let running = g.build().expect("valid").start();
+
+    a.send((0, 50_000, 1)).await.expect("open");
+    b.send((0, 10_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(10));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.send((0, 55_000, 1)).await.expect("open");
+    // b has been quiet for 5 s at t = 5 s: a alone decides.
+    assert_eq!(next_mark(&mut seen).await, secs(55), "an idle input no longer holds the others back");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // b speaks again, behind: it counts again, and the watermark does not go
+    // back.
+    b.send((0, 20_000, 1)).await.expect("open");
+    a.send((0, 70_000, 1)).await.expect("open");
+    b.send((0, 80_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(70), "b rejoined: the minimum of both again");
+    drop((a, b));
+    running.join().await.expect("runs");
+}
+
+/// Counts items that arrive behind the watermark their node has already
+/// seen: an edge that passed a watermark too early shows up here.
+struct BehindWatermark {
+    watermark: Timestamp,
+    behind: Arc<Mutex<u64>>,
+}
+
+impl Node for BehindWatermark {
+    type In = Timed<Event>;
+    type Out = Timed<Event>;
+    type Error = Infallible;
+
+    async fn process(&mut self, item: Timed<Event>, out: &mut Emitter<Timed<Event>>) -> Result<(), Infallible> {
+        if item.stamp.time < self.watermark {
+            *self.behind.lock().expect("not poisoned") += 1;
+        }
+        out.emit(item).await;
+        Ok(())
+    }
+
+    async fn on_watermark(&mut self, t: Timestamp, _: &mut Emitter<Timed<Event>>) -> Result<(), Infallible> {
+        self.watermark = t;
+        Ok(())
+    }
+}
+
+/// Events in bounded disorder: each within `delay` of the latest before it,
+/// so none is late where it starts.
+fn disordered(n: i64, delay: i64, keys: u32) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let jitter = (i * 7919) % delay;
+            ((i as u32 * 31) % keys, (i * 100 - jitter).max(0), (i % 5) as u64)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_workers_pass_a_watermark_on_only_after_every_item_before_it() {
+    let events = disordered(20_000, 3_000, 7);
+    let behind = Arc::new(Mutex::new(0));
+    let mut g = Topology::builder();
+    g.chunk_size(64);
+    let events = g.source("events", from_iter(events));
+    let timed = g.node("timed", watermarks(event_time, Duration::from_secs(3)), events);
+    // Some items wait, so workers overtake each other and give chunks back.
+    let worked = g.parallel(
+        "work",
+        4,
+        || {
+            then(|e: Timed<Event>| async move {
+                if e.item.1 % 700 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                e
+            })
+        },
+        timed,
+    );
+    let checked = g.node("check", BehindWatermark { watermark: Timestamp::MIN, behind: behind.clone() }, worked);
+    let (counter, count) = nanostream::operators::count();
+    g.sink("count", counter, checked);
+    g.build().expect("valid").run().await.expect("runs");
+    assert_eq!(count.get(), 20_000);
+    assert_eq!(*behind.lock().expect("not poisoned"), 0, "no item came after a watermark that had passed it");
+}
+
+/// The results of a window node, by (key, window start, window end), as
+/// the last emission for each left them; and the late items.
+type Results = BTreeMap<(u32, i64, i64), u64>;
+
+fn final_results(emitted: &[(u32, i64, i64, u64, Emission)]) -> Results {
+    let mut results = Results::new();
+    for &(key, start, end, value, _) in emitted {
+        results.insert((key, start, end), value);
+    }
+    results
+}
+
+/// Runs `events` through `watermarks(delay)` and a summing window, with a
+/// chunk size of `chunk`; returns every emission in order and the late
+/// items' event times.
+async fn run_window(
+    events: Vec<Event>,
+    delay: Duration,
+    windows: Windows,
+    chunk: usize,
+) -> (Vec<(u32, i64, i64, u64, Emission)>, Vec<i64>) {
+    let mut g = Topology::builder();
+    g.chunk_size(chunk);
+    let events = g.source("events", from_iter(events));
+    let timed = g.node("timed", watermarks(event_time, delay), events);
+    let sums = windows.aggregate(|e: &Timed<Event>| e.stamp, |e| e.item.0, || 0u64, |s, e| *s += e.item.2);
+    let (sums, late) = g.window("sums", sums, timed);
+    let (sink, results) = into_stream(1024);
+    g.sink("results", sink, sums);
+    let (late_sink, late_items) = into_stream(1024);
+    g.sink("late", late_sink, late);
+    let running = g.build().expect("valid").start();
+    let emitted: Vec<_> = results
+        .map(|r| (r.key, r.window.start.as_millis(), r.window.end.as_millis(), r.value, r.emission))
+        .collect()
+        .await;
+    let late: Vec<i64> = late_items.map(|l: Late<Timed<Event>>| l.item.item.1).collect().await;
+    running.join().await.expect("runs");
+    (emitted, late)
+}
+
+/// Tumbling windows of 10 s, 2 s of disorder, 5 s of allowed lateness.
+/// Event times in seconds: 9 and 7 are late but within lateness; 3 and 12
+/// come after their windows were closed for good.
+fn scripted() -> Vec<Event> {
+    [(1, 1), (5, 2), (11, 3), (13, 4), (9, 5), (14, 6), (7, 7), (21, 8), (3, 9), (30, 10), (12, 11)]
+        .map(|(s, v)| (0, s * 1000, v))
+        .to_vec()
+}
+
+#[tokio::test]
+async fn tumbling_windows_close_on_the_watermark_correct_late_items_and_route_the_rest() {
+    let windows = Windows::tumbling(Duration::from_secs(10)).allowed_lateness(Duration::from_secs(5));
+    // One item per chunk: each watermark reaches the window right after
+    // its item, so the corrections are emitted as such.
+    let (emitted, late) = run_window(scripted(), Duration::from_secs(2), windows, 1).await;
+    let s = |x: i64| x * 1000;
+    assert_eq!(
+        emitted,
+        [
+            (0, 0, s(10), 3, Emission::OnTime),
+            (0, 0, s(10), 8, Emission::Update),
+            (0, 0, s(10), 15, Emission::Update),
+            (0, s(10), s(20), 13, Emission::OnTime),
+            (0, s(20), s(30), 8, Emission::OnTime),
+            (0, s(30), s(40), 10, Emission::OnTime),
+        ]
+    );
+    assert_eq!(late, [s(3), s(12)], "items past the allowed lateness go to the late output");
+
+    // In one chunk, the corrections fold into the first result; the final
+    // results and the late items are the same.
+    let (whole, late_whole) = run_window(scripted(), Duration::from_secs(2), windows, 1024).await;
+    assert_eq!(final_results(&whole), final_results(&emitted));
+    assert_eq!(late_whole, late);
+    assert!(whole.iter().all(|e| e.4 == Emission::OnTime));
+}
+
+#[tokio::test]
+async fn sliding_windows_count_each_item_in_every_window_that_holds_it() {
+    let events: Vec<Event> = [1, 4, 6, 12].map(|s| (0, s * 1000, 1)).to_vec();
+    let windows = Windows::sliding(Duration::from_secs(10), Duration::from_secs(5));
+    let (emitted, late) = run_window(events, Duration::ZERO, windows, 1024).await;
+    let s = |x: i64| x * 1000;
+    let expected: Results = [((0, s(-5), s(5)), 2), ((0, 0, s(10)), 3), ((0, s(5), s(15)), 2), ((0, s(10), s(20)), 1)]
+        .into_iter()
+        .collect();
+    assert_eq!(final_results(&emitted), expected);
+    assert!(late.is_empty());
+}
+
+#[tokio::test]
+async fn sessions_merge_when_an_item_bridges_them_and_close_a_gap_after_their_last_item() {
+    // Key 0: 1 s and 9 s are two sessions until 5 s arrives and bridges
+    // them; 30 s is a session of its own. Key 1: one item.
+    let events: Vec<Event> =
+        [(0, 1, 1), (0, 9, 2), (1, 3, 10), (0, 5, 4), (0, 30, 8)].map(|(k, s, v)| (k, s * 1000, v)).to_vec();
+    let windows = Windows::session(Duration::from_secs(5));
+    let (emitted, late) = run_window(events, Duration::from_secs(10), windows, 1024).await;
+    let s = |x: i64| x * 1000;
+    let expected: Results =
+        [((0, s(1), s(14)), 7), ((0, s(30), s(35)), 8), ((1, s(3), s(8)), 10)].into_iter().collect();
+    assert_eq!(final_results(&emitted), expected);
+    assert!(late.is_empty());
+}
+
+#[tokio::test]
+async fn whole_windows_come_out_as_one_item_per_window() {
+    let events: Vec<Event> = [(0, 1, 1), (1, 2, 2), (2, 3, 3), (0, 12, 4)].map(|(k, s, v)| (k, s * 1000, v)).to_vec();
+    let mut g = Topology::builder();
+    let events = g.source("events", from_iter(events));
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+    let sums = Windows::tumbling(Duration::from_secs(10))
+        .aggregate(|e: &Timed<Event>| e.stamp, |e| e.item.0, || 0u64, |s, e| *s += e.item.2)
+        .whole_windows();
+    let (sums, late) = g.window("sums", sums, timed);
+    let (sink, results) = into_stream(16);
+    g.sink("results", sink, sums);
+    g.sink("late", for_each(|_| async {}), late);
+    g.build().expect("valid").run().await.expect("runs");
+    let batches: Vec<_> = results.collect().await;
+    assert_eq!(batches.len(), 2);
+    let mut first = batches[0].results.clone();
+    first.sort();
+    assert_eq!(batches[0].window.start, secs(0));
+    assert_eq!(first, [(0, 1), (1, 2), (2, 3)]);
+    assert_eq!(batches[1].results, [(0, 4)]);
+}
+
+#[tokio::test]
+async fn a_window_without_a_late_output_fails_on_a_late_item_and_skip_errors_counts_it() {
+    let events: Vec<Event> = [30, 1].map(|s| (0, s * 1000, 1)).to_vec();
+    let build = |skip: bool| {
+        let mut g = Topology::builder();
+        let events = g.source("events", from_iter(events.clone()));
+        let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+        let counts = Windows::tumbling(Duration::from_secs(10)).aggregate(
+            |e: &Timed<Event>| e.stamp,
+            |_| (),
+            || 0u32,
+            |n, _| *n += 1,
+        );
+        let (sink, results) = into_stream(16);
+        if skip {
+            let counted = g.node("counts", counts.skip_errors(), timed);
+            g.sink("results", sink, counted);
+        } else {
+            let counted = g.node("counts", counts, timed);
+            g.sink("results", sink, counted);
+        }
+        (g, results)
+    };
+    let (g, _) = build(false);
+    let error = g.build().expect("valid").run().await.expect_err("a late item is an error");
+    let message = nanostream::error::Report::from(error).to_string();
+    assert!(message.contains("counts") && message.contains("too late"), "{message}");
+
+    let (g, results) = build(true);
+    let running = g.build().expect("valid").start();
+    let monitor = running.monitor();
+    running.join().await.expect("skipped");
+    assert_eq!(results.count().await, 1);
+    let errors = monitor.snapshot().into_iter().find(|n| n.name == "counts").map(|n| n.errors);
+    assert_eq!(errors, Some(1), "the skipped late item is counted");
+}
+
+/// Batches of events, each with an acknowledgement guard whose outcome is
+/// recorded; then waits until the pipeline is stopped.
+struct Batches {
+    batches: Vec<Vec<Event>>,
+    outcomes: Arc<Mutex<HashMap<usize, AckOutcome>>>,
+}
+
+impl Source for Batches {
+    type Out = Event;
+    type Error = Infallible;
+
+    async fn run(&mut self, out: &mut Emitter<Event>) -> Result<(), Infallible> {
+        for (i, batch) in std::mem::take(&mut self.batches).into_iter().enumerate() {
+            let outcomes = self.outcomes.clone();
+            out.begin_batch(Acks::new(move |outcome| {
+                outcomes.lock().expect("not poisoned").insert(i, outcome);
+            }));
+            out.emit_all(batch).await;
+            out.end_batch();
+            // Each batch in a chunk of its own.
+            out.flush().await;
+        }
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_never_emits_an_open_event_time_window_and_leaves_its_inputs_undone() {
+    let outcomes = Arc::new(Mutex::new(HashMap::new()));
+    // Batch 0 is all in window [0, 10 s); batch 1's item at 25 s closes it
+    // and opens [20 s, 30 s), which is still open at the shutdown.
+    let batches = vec![vec![(0, 1_000, 1), (0, 2_000, 2)], vec![(0, 25_000, 4)]];
+    let mut g = Topology::builder();
+    let events = g.source("events", Batches { batches, outcomes: outcomes.clone() });
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+    let sums = Windows::tumbling(Duration::from_secs(10)).aggregate(
+        |e: &Timed<Event>| e.stamp,
+        |e| e.item.0,
+        || 0u64,
+        |s, e| *s += e.item.2,
+    );
+    let (sums, late) = g.window("sums", sums, timed.unfused());
+    let (sink, mut results) = into_stream(16);
+    g.sink("results", sink, sums);
+    g.sink("late", for_each(|_| async {}), late);
+    let running = g.build().expect("valid").start();
+
+    let first = results.next().await.expect("the closed window comes out");
+    assert_eq!((first.window.start, first.value), (secs(0), 3));
+    running.shutdown(Duration::from_secs(5)).await.expect("graceful");
+    assert!(results.next().await.is_none(), "the open window is not emitted as if complete");
+    let outcomes = outcomes.lock().expect("not poisoned").clone();
+    assert_eq!(outcomes.get(&0), Some(&AckOutcome::Done), "the closed window's inputs are done");
+    assert_eq!(outcomes.get(&1), Some(&AckOutcome::Abandoned), "the open window's input is re-read after a restart");
+}
+
+#[tokio::test]
+async fn the_snapshot_shows_each_nodes_watermark_and_its_lag() {
+    let now = Timestamp::now().as_millis();
+    let events: Vec<Event> = vec![(0, now - 60_000, 1)];
+    let (src, tx) = from_channel::<Event>(4);
+    let mut g = Topology::builder();
+    let events_out = g.source("events", src);
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events_out);
+    let (meet, mut seen) = probe();
+    let probed = g.node("probe", meet, timed.unfused());
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), probed);
+    let topology: nanostream::Topology = g.build().expect("valid");
+    let running = topology.start();
+    for e in events {
+        tx.send(e).await.expect("open");
+    }
+    assert_eq!(next_mark(&mut seen).await, ms(now - 60_000));
+    let snapshot = running.snapshot();
+    let node = snapshot.iter().find(|n| n.name == "probe").expect("listed");
+    assert_eq!(node.watermark, Some(ms(now - 60_000)));
+    let lag = node.watermark_lag.expect("a lag with a watermark");
+    assert!(lag >= Duration::from_secs(60) && lag < Duration::from_secs(600), "{lag:?}");
+    let source = snapshot.iter().find(|n| n.name == "events").expect("listed");
+    assert_eq!(source.watermark, None, "a source without event time has none");
+    drop(tx);
+    running.join().await.expect("runs");
+}
