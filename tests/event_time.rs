@@ -483,3 +483,267 @@ async fn the_snapshot_shows_each_nodes_watermark_and_its_lag() {
     drop(tx);
     running.join().await.expect("runs");
 }
+
+// ---------------------------------------------------------------------------
+// Randomized: the same final results as an in-memory reference, whatever the
+// chunking, fusion, interleaving of partitions, `parallel` workers and
+// threads. `NANOSTREAM_RANDOM_CASES` sets the number of cases,
+// `NANOSTREAM_RANDOM_SEED` replays a run; the seed is printed.
+
+mod randomized {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Tumbling(i64),
+        Sliding(i64, i64),
+        Session(i64),
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        partitions: Vec<Vec<Event>>,
+        delay: i64,
+        lateness: i64,
+        kind: Kind,
+        chunk: usize,
+        fusion: bool,
+        workers: usize,
+        threads: usize,
+    }
+
+    /// One partition: times that mostly advance, within `delay` of disorder,
+    /// and now and then an item far behind (late).
+    fn partition(delay: i64) -> impl Strategy<Value = Vec<Event>> {
+        prop::collection::vec((0u32..4, 0i64..2_000, 0i64..=delay, 1u64..10, 0u8..10, 0i64..30_000), 0..60).prop_map(
+            move |steps| {
+                let mut now = 0;
+                steps
+                    .into_iter()
+                    .map(|(key, step, jitter, v, late, behind)| {
+                        now += step;
+                        let t = if late == 0 { now - delay - behind } else { now - jitter };
+                        (key, t, v)
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        let kind = prop_oneof![
+            prop_oneof![Just(2_000i64), Just(5_000)].prop_map(Kind::Tumbling),
+            prop_oneof![Just((6_000i64, 2_000i64)), Just((6_000, 3_000))].prop_map(|(s, h)| Kind::Sliding(s, h)),
+            (1_000i64..4_000).prop_map(Kind::Session),
+        ];
+        (prop_oneof![Just(0i64), Just(1_000), Just(3_000)], prop_oneof![Just(0i64), Just(2_000)], kind).prop_flat_map(
+            |(delay, lateness, kind)| {
+                (
+                    prop::collection::vec(partition(delay), 1..4),
+                    prop_oneof![Just(1usize), Just(3), Just(64), Just(1024)],
+                    any::<bool>(),
+                    0usize..4,
+                    1usize..3,
+                )
+                    .prop_map(move |(partitions, chunk, fusion, workers, threads)| Case {
+                        partitions,
+                        delay,
+                        lateness,
+                        kind,
+                        chunk,
+                        fusion,
+                        workers,
+                        threads,
+                    })
+            },
+        )
+    }
+
+    /// The reference: each item is judged by its own partition's watermark
+    /// before it; the items not too late are summed per key and window.
+    fn reference(case: &Case) -> (Results, Vec<i64>) {
+        let mut included: Vec<(Event, Vec<(i64, i64)>)> = Vec::new();
+        let mut late = Vec::new();
+        for events in &case.partitions {
+            let mut high: Option<i64> = None;
+            for &e in events {
+                let wm = high.map_or(i64::MIN, |h| h - case.delay);
+                high = Some(high.map_or(e.1, |h| h.max(e.1)));
+                let t = e.1;
+                match case.kind {
+                    Kind::Tumbling(size) | Kind::Sliding(size, _) => {
+                        let slide = match case.kind {
+                            Kind::Sliding(_, slide) => slide,
+                            _ => size,
+                        };
+                        let mut windows = Vec::new();
+                        let mut start = t.div_euclid(slide) * slide;
+                        while start > t - size {
+                            if start + size + case.lateness > wm {
+                                windows.push((start, start + size));
+                            }
+                            start -= slide;
+                        }
+                        if windows.is_empty() {
+                            late.push(t);
+                        } else {
+                            included.push((e, windows));
+                        }
+                    }
+                    Kind::Session(gap) => {
+                        if t.saturating_add(gap + case.lateness) <= wm {
+                            late.push(t);
+                        } else {
+                            included.push((e, Vec::new()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut results = Results::new();
+        match case.kind {
+            Kind::Session(gap) => {
+                let mut by_key: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+                for (e, _) in &included {
+                    by_key.entry(e.0).or_default().push((e.1, e.2));
+                }
+                for (key, mut items) in by_key {
+                    items.sort();
+                    let mut current: Option<(i64, i64, u64)> = None;
+                    for (t, v) in items {
+                        current = match current {
+                            Some((start, end, sum)) if t < end => Some((start, end.max(t + gap), sum + v)),
+                            Some((start, end, sum)) => {
+                                results.insert((key, start, end), sum);
+                                Some((t, t + gap, v))
+                            }
+                            None => Some((t, t + gap, v)),
+                        };
+                    }
+                    if let Some((start, end, sum)) = current {
+                        results.insert((key, start, end), sum);
+                    }
+                }
+            }
+            _ => {
+                for (e, windows) in &included {
+                    for &(start, end) in windows {
+                        *results.entry((e.0, start, end)).or_default() += e.2;
+                    }
+                }
+            }
+        }
+        late.sort();
+        (results, late)
+    }
+
+    /// What the emissions leave: the last result per key and window; for
+    /// sessions, a result replaces the key's earlier ones it overlaps.
+    fn final_view(emitted: &[(u32, i64, i64, u64, Emission)], sessions: bool) -> Results {
+        let mut results = Results::new();
+        for &(key, start, end, value, _) in emitted {
+            if sessions {
+                results.retain(|&(k, s, e), _| !(k == key && s < end && start < e));
+            }
+            results.insert((key, start, end), value);
+        }
+        results
+    }
+
+    async fn run(case: &Case) -> (Vec<(u32, i64, i64, u64, Emission)>, Vec<i64>) {
+        let delay = Duration::from_millis(case.delay as u64);
+        let mut g = Topology::builder();
+        g.chunk_size(case.chunk).fusion(case.fusion);
+        let timed: Vec<_> = case
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, events)| {
+                let events = g.source(format!("p{i}"), from_iter(events.clone()));
+                g.node(format!("timed{i}"), watermarks(event_time, delay), events)
+            })
+            .collect();
+        let input = if case.workers > 0 {
+            let worked = g.parallel(
+                "work",
+                case.workers,
+                || {
+                    then(|e: Timed<Event>| async move {
+                        if e.item.1 % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        e
+                    })
+                },
+                timed,
+            );
+            vec![worked]
+        } else {
+            timed
+        };
+        let lateness = Duration::from_millis(case.lateness as u64);
+        let windows = match case.kind {
+            Kind::Tumbling(size) => Windows::tumbling(Duration::from_millis(size as u64)),
+            Kind::Sliding(size, slide) => {
+                Windows::sliding(Duration::from_millis(size as u64), Duration::from_millis(slide as u64))
+            }
+            Kind::Session(gap) => Windows::session(Duration::from_millis(gap as u64)),
+        }
+        .allowed_lateness(lateness);
+        let sums = windows.aggregate(|e: &Timed<Event>| e.stamp, |e| e.item.0, || 0u64, |s, e| *s += e.item.2);
+        let (sums, late) = g.window("sums", sums, input);
+        let (sink, results) = into_stream(64);
+        g.sink("results", sink, sums);
+        let (late_sink, late_items) = into_stream(64);
+        g.sink("late", late_sink, late);
+        let running = g.build().expect("valid").start();
+        let (emitted, late) = tokio::join!(
+            results
+                .map(|r| (r.key, r.window.start.as_millis(), r.window.end.as_millis(), r.value, r.emission))
+                .collect::<Vec<_>>(),
+            late_items.map(|l: Late<Timed<Event>>| l.item.item.1).collect::<Vec<_>>(),
+        );
+        running.join().await.expect("runs");
+        (emitted, late)
+    }
+
+    fn check(case: &Case) -> Result<(), TestCaseError> {
+        let runtime = if case.threads > 1 {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(case.threads).enable_all().build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
+        .expect("a runtime");
+        let (emitted, mut late) = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), run(case)).await.expect("the pipeline never sticks")
+        });
+        let (expected, expected_late) = reference(case);
+        late.sort();
+        prop_assert_eq!(late, expected_late, "late items");
+        prop_assert_eq!(final_view(&emitted, matches!(case.kind, Kind::Session(_))), expected, "window results");
+        Ok(())
+    }
+
+    #[test]
+    fn event_time_windows_match_a_reference_whatever_the_chunking_interleaving_and_cores() {
+        let cases = std::env::var("NANOSTREAM_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+        let seed: u64 =
+            std::env::var("NANOSTREAM_RANDOM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+            });
+        println!("event time: {cases} cases, NANOSTREAM_RANDOM_SEED={seed} NANOSTREAM_RANDOM_CASES={cases}");
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let config = Config { cases, failure_persistence: None, max_shrink_iters: 1_000, ..Config::default() };
+        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+        match runner.run(&case(), |case| check(&case)) {
+            Ok(()) => {}
+            Err(TestError::Fail(reason, case)) => {
+                panic!("failed (NANOSTREAM_RANDOM_SEED={seed}): {reason}\nminimal case: {case:#?}")
+            }
+            Err(TestError::Abort(reason)) => panic!("aborted (NANOSTREAM_RANDOM_SEED={seed}): {reason}"),
+        }
+    }
+}

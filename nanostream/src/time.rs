@@ -225,6 +225,9 @@ pub(crate) enum Mark {
 impl Mark {
     /// The final watermark.
     pub(crate) const END: Mark = Mark::At(Timestamp::MAX);
+    /// What an edge says before its first chunk: nothing has been ruled
+    /// out yet, so it holds the others back.
+    pub(crate) const UNKNOWN: Mark = Mark::At(Timestamp::MIN);
 
     /// Combines the marks of the edges that meet at a node.
     pub(crate) fn min_of(marks: impl IntoIterator<Item = Mark>) -> Mark {

@@ -141,7 +141,8 @@ enum Rx<T> {
 pub(crate) struct EdgeReceiver<T> {
     rx: Rx<T>,
     pub(crate) shared: Arc<EdgeShared>,
-    /// The watermark of the last chunk received.
+    /// The watermark of the last chunk received; before the first, one
+    /// that holds the others back (the sender may well have event time).
     mark: Mark,
 }
 
@@ -189,7 +190,7 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
             closed: false,
             sent_mark: Mark::Untimed,
         },
-        EdgeReceiver { rx: Rx::Channel(rx), shared, mark: Mark::Untimed },
+        EdgeReceiver { rx: Rx::Channel(rx), shared, mark: Mark::UNKNOWN },
     )
 }
 
@@ -209,16 +210,16 @@ pub(crate) fn shared_edge<T: Send + 'static>(size: EdgeSize, readers: usize) -> 
             writer: None,
             unfinished: VecDeque::new(),
             first: 0,
-            done_mark: Mark::Untimed,
+            done_mark: Mark::UNKNOWN,
             reading: vec![None; readers],
         }),
     });
     let shared = Arc::new(EdgeShared::default());
     let receivers = (0..readers)
         .map(|index| EdgeReceiver {
-            rx: Rx::Queue(QueueReader { queue: queue.clone(), index, seen: Mark::Untimed }),
+            rx: Rx::Queue(QueueReader { queue: queue.clone(), index, seen: Mark::UNKNOWN }),
             shared: shared.clone(),
-            mark: Mark::Untimed,
+            mark: Mark::UNKNOWN,
         })
         .collect();
     let sender = EdgeSender {

@@ -364,7 +364,13 @@ impl<T: Send + 'static> Fused<T> {
 }
 
 impl<T> Emitter<T> {
-    fn new(core: Core<T>) -> Self {
+    fn new(mut core: Core<T>) -> Self {
+        if !core.park_when_closed && !matches!(core.output, Output::Detached) {
+            // A node's output says nothing about event time before its
+            // input has: it holds the nodes after it back until then. (A
+            // source has no event time unless it sets watermarks itself.)
+            core.buffer.set_mark(Mark::UNKNOWN);
+        }
         Self { core: Arc::new(Mutex::new(core)) }
     }
 

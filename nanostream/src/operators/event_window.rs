@@ -285,7 +285,10 @@ struct Session<T> {
     end: Timestamp,
     items: Vec<(Timestamp, T)>,
     held: Held,
+    /// A result of it (or of a session merged into it) went out.
     emitted: bool,
+    /// It changed since its last result.
+    dirty: bool,
 }
 
 /// Keyed event-time windows; see [`Windows`].
@@ -455,7 +458,8 @@ where
         }
         let key = (self.key)(&item);
         let sessions = self.sessions.entry(key.clone()).or_default();
-        let mut merged = Session { start: t, end, items: vec![(t, item)], held: Held::default(), emitted: false };
+        let mut merged =
+            Session { start: t, end, items: vec![(t, item)], held: Held::default(), emitted: false, dirty: true };
         out.hold(&mut merged.held);
         let mut i = 0;
         while i < sessions.len() {
@@ -476,6 +480,7 @@ where
         let closed = merged.end <= self.watermark;
         if merged.emitted && closed {
             // A correction of a session already out, closed already.
+            merged.dirty = false;
             out.adopt(&mut merged.held);
             let window = TimeWindow { start: merged.start, end: merged.end };
             let value = fold(&mut self.init, &mut self.update, &mut merged.items);
@@ -533,15 +538,13 @@ where
             let mut due = Vec::new();
             for (key, sessions) in &mut self.sessions {
                 for s in sessions.iter_mut() {
-                    if s.end <= watermark && !s.emitted {
+                    if s.end <= watermark && s.dirty {
+                        let emission = if s.emitted { Emission::Update } else { Emission::OnTime };
                         s.emitted = true;
+                        s.dirty = false;
                         let value = fold(&mut self.init, &mut self.update, &mut s.items);
-                        due.push((
-                            TimeWindow { start: s.start, end: s.end },
-                            key.clone(),
-                            value,
-                            std::mem::take(&mut s.held),
-                        ));
+                        let window = TimeWindow { start: s.start, end: s.end };
+                        due.push((window, key.clone(), value, std::mem::take(&mut s.held), emission));
                     } else if s.end > watermark {
                         next = next.min(s.end);
                     }
@@ -554,9 +557,9 @@ where
             self.sessions.retain(|_, sessions| !sessions.is_empty());
             self.next_session_end = next;
             self.next_session_forget = next_forget;
-            for (window, key, value, mut held) in due {
+            for (window, key, value, mut held, emission) in due {
                 out.adopt(&mut held);
-                Self::emit(out, window, Emission::OnTime, vec![(key, value)]).await;
+                Self::emit(out, window, emission, vec![(key, value)]).await;
             }
         }
     }

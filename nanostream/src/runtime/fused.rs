@@ -306,8 +306,8 @@ where
             give_back: None,
             chunk_acks: None,
             dirty: false,
-            chunk_mark: Mark::Untimed,
-            input_mark: Mark::Untimed,
+            chunk_mark: Mark::UNKNOWN,
+            input_mark: Mark::UNKNOWN,
             watermark: None,
             phase: Phase::Open,
             shared,
@@ -459,7 +459,11 @@ where
                     }
                     self.input_mark = mark;
                     match mark {
-                        Mark::At(t) if self.watermark.is_none_or(|seen| t > seen) && !self.shared.ctx.has_failed() => {
+                        Mark::At(t)
+                            if t > Timestamp::MIN
+                                && self.watermark.is_none_or(|seen| t > seen)
+                                && !self.shared.ctx.has_failed() =>
+                        {
                             self.watermark = Some(t);
                             self.shared.ctx.stats().set_watermark(t);
                             let call = self.on_watermark(t);
