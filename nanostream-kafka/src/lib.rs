@@ -48,6 +48,7 @@
 //! ```
 
 mod blocking;
+mod clocks;
 mod codec;
 mod dead_letters;
 mod error;

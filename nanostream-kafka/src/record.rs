@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use nanostream::time::{Stamp, Timestamp};
+
 /// A message header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -34,6 +36,9 @@ pub struct Record<T> {
     pub headers: Vec<Header>,
     /// Its timestamp in milliseconds since the epoch, if the broker gave one.
     pub timestamp: Option<i64>,
+    /// With [`event_time`](crate::KafkaSourceBuilder::event_time): the
+    /// watermark its partition had reached just before it was read.
+    pub read_watermark: Option<Timestamp>,
     /// The decoded payload.
     pub value: T,
     /// The payload's original bytes, kept with
@@ -48,6 +53,31 @@ impl<T> Record<T> {
         self.headers.iter().find(|h| h.key == key).and_then(|h| h.value.as_deref())
     }
 
+    /// Its event time (the record's timestamp) and the watermark its
+    /// partition had reached before it: what the event-time windows judge it
+    /// by. `None` without a timestamp.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nanostream::operators::Windows;
+    /// use nanostream_kafka::Record;
+    /// use std::time::Duration;
+    ///
+    /// // Orders per customer per minute, by the time the records were made.
+    /// let per_minute = Windows::tumbling(Duration::from_secs(60)).aggregate(
+    ///     Record::stamp,
+    ///     |r: &Record<(String, u64)>| r.value.0.clone(),
+    ///     || 0u64,
+    ///     |n, _| *n += 1,
+    /// );
+    /// # let _ = per_minute;
+    /// ```
+    pub fn stamp(&self) -> Option<Stamp> {
+        let time = Timestamp::from_millis(self.timestamp?);
+        Some(Stamp { time, watermark: self.read_watermark.unwrap_or(Timestamp::MIN) })
+    }
+
     /// The same record around another value.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Record<U> {
         Record {
@@ -57,6 +87,7 @@ impl<T> Record<T> {
             key: self.key,
             headers: self.headers,
             timestamp: self.timestamp,
+            read_watermark: self.read_watermark,
             value: f(self.value),
             payload: self.payload,
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use nanostream::time::Timestamp;
 use nanostream::{Context, Emitter, Source, acks::Acks};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -21,6 +22,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::blocking::{OffWorker, blocking};
+use crate::clocks::{Clocks, EventTimeConfig, SourceTime};
 use crate::codec::Decoder;
 use crate::error::Error;
 use crate::offsets::{BatchGuard, Offsets};
@@ -74,6 +76,7 @@ pub struct KafkaSourceBuilder {
     auto_commit: bool,
     keep_payload: bool,
     startup: Startup,
+    event_time: Option<EventTimeConfig>,
 }
 
 /// What the source checks and waits for when it starts.
@@ -87,6 +90,68 @@ struct Startup {
 }
 
 impl KafkaSourceBuilder {
+    /// Gives the source event time: each record's timestamp, with
+    /// watermarks per partition that trail the latest timestamp read from
+    /// it by `max_delay` (the bounded out-of-orderness). The source's
+    /// watermark is the minimum over its assigned partitions, so event-time
+    /// windows after it close once every partition has moved past them;
+    /// each record carries its partition's watermark
+    /// ([`Record::stamp`]), which is what the windows judge lateness by, so
+    /// the results do not depend on how the partitions interleave.
+    ///
+    /// A partition that has not been read from yet holds the watermark back
+    /// (one that is empty holds it back for good): see
+    /// [`idle_after`](Self::idle_after). A bounded read
+    /// ([`until_end`](Self::until_end)) ends with the final watermark; a
+    /// shutdown does not, so open windows are not emitted and their records
+    /// are read again after a restart. See [`nanostream::time`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use nanostream::prelude::*;
+    /// use nanostream::operators::Windows;
+    /// use nanostream_kafka::{Json, KafkaSource, Record};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clicks = KafkaSource::builder("127.0.0.1:9092", "clicks-per-minute")
+    ///     .topic("clicks")
+    ///     .event_time(Duration::from_secs(5))
+    ///     .idle_after(Duration::from_secs(30))
+    ///     .build(Json)?;
+    /// let mut g = Topology::builder();
+    /// let clicks = g.source("clicks", clicks);
+    /// let per_minute = Windows::tumbling(Duration::from_secs(60)).aggregate(
+    ///     Record::stamp,
+    ///     |r: &Record<serde_json::Value>| r.value["page"].to_string(),
+    ///     || 0u64,
+    ///     |n, _| *n += 1,
+    /// );
+    /// let (counts, late) = g.window("per_minute", per_minute, clicks);
+    /// g.sink("print", for_each(|c| async move { println!("{c:?}") }), counts);
+    /// g.sink("late", for_each(|l| async move { eprintln!("late: {l:?}") }), late);
+    /// g.build()?.run().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn event_time(mut self, max_delay: Duration) -> Self {
+        let idle_after = self.event_time.and_then(|e| e.idle_after);
+        self.event_time = Some(EventTimeConfig { max_delay, idle_after });
+        self
+    }
+
+    /// With [`event_time`](Self::event_time): a partition with no new
+    /// record for `after` stops holding the watermark back, and counts
+    /// again from its next record. Off by default, so a quiet partition
+    /// keeps windows open (results stay exact); set it when partitions can
+    /// go quiet for long. Checked every
+    /// [`commit_interval`](Self::commit_interval).
+    pub fn idle_after(mut self, after: Duration) -> Self {
+        let max_delay = self.event_time.map_or(Duration::ZERO, |e| e.max_delay);
+        self.event_time = Some(EventTimeConfig { max_delay, idle_after: Some(after) });
+        self
+    }
+
     /// Keeps each message's original bytes in [`Record::payload`] beside the
     /// decoded value (a copy per message), so that a
     /// [`DeadLetterSink`](crate::DeadLetterSink) can write a record a node
@@ -350,6 +415,8 @@ impl KafkaSourceBuilder {
             ends: HashMap::new(),
             ctx: None,
             topic_names: Vec::new(),
+            clocks: self.event_time.map(Clocks::new),
+            clocks_generation: 0,
             _t: PhantomData,
         })
     }
@@ -435,6 +502,10 @@ pub struct KafkaSource<T, D> {
     ctx: Option<Context>,
     /// Topic names handed out as `Arc<str>`, so records share them.
     topic_names: Vec<Arc<str>>,
+    /// With event time: each partition's.
+    clocks: Option<Clocks>,
+    /// The assignment the clocks follow.
+    clocks_generation: u64,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -482,6 +553,7 @@ impl KafkaSource<(), ()> {
                 assignment_warning: Duration::from_secs(30),
                 until_end: false,
             },
+            event_time: None,
         }
     }
 }
@@ -901,6 +973,13 @@ where
         let mut last_of: Vec<(Arc<str>, i32)> = Vec::new();
         // A message read after a rebalance, waiting for the next batch.
         let mut carried = None;
+        // Whether the input was read to its end (not stopped).
+        let mut exhausted = false;
+        if self.clocks.is_some() {
+            // Event time from the start: hold the nodes after this back
+            // until the partitions speak.
+            out.advance_watermark(Timestamp::MIN);
+        }
         loop {
             let first = match carried.take() {
                 Some(message) => Some(message),
@@ -914,10 +993,12 @@ where
                     }
                     _ = commit_tick.tick() => {
                         self.commit_async();
+                        self.advance_time(out);
                         if self.startup.until_end {
                             self.check_ends().await;
                             if self.read_to_end() {
                                 tracing::info!("bounded read: every partition read to its end");
+                                exhausted = true;
                                 break;
                             }
                         }
@@ -977,6 +1058,8 @@ where
                         None => parts.push((topic.clone(), partition, offset)),
                     }
                     let payload = message.payload().unwrap_or_default();
+                    let timestamp = message.timestamp().to_millis();
+                    let read_watermark = self.clocks.as_mut().map(|c| c.read(&topic, partition, timestamp));
                     match self.decoder.decode(payload) {
                         Ok(value) => records.push(Record {
                             topic,
@@ -984,7 +1067,8 @@ where
                             offset,
                             key: message.key().map(<[u8]>::to_vec),
                             headers: headers_of(&message),
-                            timestamp: message.timestamp().to_millis(),
+                            timestamp,
+                            read_watermark,
                             value,
                             payload: self.keep_payload.then(|| Arc::from(payload)),
                         }),
@@ -1041,14 +1125,22 @@ where
             }
             out.begin_batch(acks);
             out.emit_all(records.drain(..)).await;
+            // The watermark moves on after the records it follows.
+            self.advance_time(out);
             out.end_batch();
             // Send what is buffered before waiting for more (a full batch
             // has mostly been sent in chunks already).
             out.flush().await;
             if self.startup.until_end && self.read_to_end() {
                 tracing::info!("bounded read: every partition read to its end");
+                exhausted = true;
                 break;
             }
+        }
+        if exhausted && self.clocks.is_some() {
+            // Everything there was to read is read: the final watermark
+            // closes what waits on event time. (Not after a shutdown.)
+            out.advance_watermark(Timestamp::MAX);
         }
         // Stop consuming; let the graph drain; commit once all is done.
         out.close().await;
@@ -1092,6 +1184,25 @@ where
 }
 
 impl<T, D> KafkaSource<T, D> {
+    /// With event time: follows the assignment, and sets the output's
+    /// watermark from the partitions' (or marks it idle).
+    fn advance_time(&mut self, out: &mut Emitter<Record<T>>)
+    where
+        T: Send + 'static,
+    {
+        let Some(clocks) = &mut self.clocks else { return };
+        let generation = self.offsets.generation();
+        if generation != self.clocks_generation {
+            self.clocks_generation = generation;
+            clocks.assign(&self.offsets.assigned());
+        }
+        match clocks.watermark() {
+            SourceTime::At(t) => out.advance_watermark(t),
+            SourceTime::Idle if generation == 0 => {} // not assigned yet: hold back
+            SourceTime::Idle => out.mark_idle(),
+        }
+    }
+
     /// Produces a dead letter for `message`.
     fn dead_letter(&self, message: &BorrowedMessage<'_>, error: &str) -> Delivery {
         let Some((producer, topic)) = &self.dead_letters else {
@@ -1161,6 +1272,7 @@ mod tests {
             key: None,
             headers: Vec::new(),
             timestamp: None,
+            read_watermark: None,
             value: (),
             payload: None,
         }

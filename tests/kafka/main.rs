@@ -3,6 +3,7 @@
 //! tests fail with a message saying so.
 
 mod common;
+mod event_time;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
