@@ -187,6 +187,40 @@ async fn windows_hold_their_inputs_until_the_window_result_is_consumed() {
     check(&ledger);
 }
 
+/// Event time: item `k` of the whole stream happened at `k` seconds.
+fn stamped(i: &Item) -> nanostream::time::Timestamp {
+    nanostream::time::Timestamp::from_millis((i.batch * PER_BATCH + i.n) as i64 * 1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_time_windows_hold_their_inputs_until_the_result_that_includes_them_is_consumed() {
+    use nanostream::operators::{WindowResult, Windows, watermarks};
+    use nanostream::time::Timed;
+    use std::collections::BTreeMap;
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    g.chunk_size(16).default_capacity(64);
+    let items = g.source("batches", Batches { ledger: ledger.clone(), expected: PER_BATCH });
+    let timed = g.node("timed", watermarks(stamped, Duration::from_secs(1)), items);
+    // Windows of 7 s straddle the source's batches of 50; the watermark
+    // closes them as the input goes, not only at its end.
+    let windows = Windows::tumbling(Duration::from_secs(7)).aggregate(
+        |i: &Timed<Item>| i.stamp,
+        |_| (),
+        BTreeMap::<u64, u64>::new,
+        |counts, i| *counts.entry(i.item.batch).or_default() += 1,
+    );
+    let (counted, late) = g.window("window", windows, timed);
+    g.sink(
+        "sink",
+        recorder(&ledger, |w: &WindowResult<(), BTreeMap<u64, u64>>| w.value.iter().map(|(b, n)| (*b, *n)).collect()),
+        counted.unfused(),
+    );
+    g.sink("late", recorder(&ledger, |_: &nanostream::operators::Late<Timed<Item>>| Vec::new()), late);
+    run(g).await;
+    check(&ledger);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_workers_ordered_and_unordered_keep_acknowledgements() {
     let ledger = Shared::default();

@@ -207,6 +207,12 @@ impl Held {
         self.acks.is_empty()
     }
 
+    /// A copy of what it holds, for an output that owes it too (a join's
+    /// pair) while the state keeps holding it.
+    pub(crate) fn copy(&self) -> Acks {
+        self.acks.clone()
+    }
+
     /// Adds what `other` holds: for state that merges (session windows).
     pub fn merge(&mut self, other: Held) {
         self.acks.merge(other.acks);

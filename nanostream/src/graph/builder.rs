@@ -933,6 +933,31 @@ impl TopologyBuilder {
         (out, late)
     }
 
+    /// Adds a join of two inputs (see
+    /// [`IntervalJoin`](crate::operators::IntervalJoin)): the items of
+    /// `left` and `right` reach it as a [`Side`](crate::operators::Side),
+    /// through two small nodes named `name.left` and `name.right`, and the
+    /// items that came too late go to the second output, as with
+    /// [`window`](TopologyBuilder::window).
+    pub fn join<L, R, J>(
+        &mut self,
+        name: impl Into<String>,
+        join: J,
+        left: impl Inputs<L>,
+        right: impl Inputs<R>,
+    ) -> (Output<J::Out>, Output<crate::operators::Late<crate::operators::Side<L, R>>>)
+    where
+        L: Send + 'static,
+        R: Send + 'static,
+        J: crate::operators::LateOutput<Item = crate::operators::Side<L, R>, In = crate::operators::Side<L, R>>,
+    {
+        use crate::operators::{Side, map};
+        let name = name.into();
+        let l = self.node(format!("{name}.left"), map(Side::<L, R>::Left), left);
+        let r = self.node(format!("{name}.right"), map(Side::<L, R>::Right), right);
+        self.window(name, join, vec![l, r])
+    }
+
     /// Adds a pass-through node whose inputs are connected later with
     /// [`connect`](TopologyBuilder::connect), so nodes can be declared before
     /// the nodes that feed them.

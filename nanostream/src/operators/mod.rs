@@ -7,6 +7,7 @@ pub(crate) mod closures;
 mod count;
 mod event_window;
 mod inspect;
+mod join;
 mod keyed;
 pub(crate) mod parallel;
 mod throttle;
@@ -21,6 +22,7 @@ pub use event_window::{
     WindowError, WindowResult, Windows,
 };
 pub use inspect::{Inspect, inspect};
+pub use join::{Inner, IntervalJoin, JoinMode, JoinSpec, LeftOuter, LeftSpec, Side};
 pub use keyed::{FoldByKey, ScanByKey, fold_by_key, scan_by_key};
 pub use throttle::{Throttle, throttle};
 pub use watermarks::{Watermarks, watermarks};
