@@ -772,7 +772,7 @@ mod joins {
     ) -> (Vec<(u32, Option<u32>)>, Vec<u32>) {
         let mut g = Topology::builder();
         g.chunk_size(chunk);
-        let mut timed = |g: &mut nanostream::TopologyBuilder, side: &str, parts: Vec<Vec<Item>>| {
+        let timed = |g: &mut nanostream::TopologyBuilder, side: &str, parts: Vec<Vec<Item>>| {
             parts
                 .into_iter()
                 .enumerate()
@@ -940,6 +940,9 @@ mod randomized_joins {
     }
 }
 
+/// (id, key, time in ms)
+type Guarded = (u32, u32, i64);
+
 /// Emits each item with an acknowledgement guard of its own (recorded by
 /// id), then waits until the pipeline stops.
 struct EachGuarded {
@@ -991,7 +994,7 @@ async fn a_joined_pair_owes_both_of_its_items_until_it_is_delivered() {
     let (sink, mut delivered) = into_stream(4);
     let held = g.node(
         "gate",
-        then(move |pair: (Timed<(u32, u32, i64)>, Timed<(u32, u32, i64)>)| {
+        then(move |pair: (Timed<Guarded>, Timed<Guarded>)| {
             let gate = gate.clone();
             async move {
                 gate.acquire().await.expect("open").forget();

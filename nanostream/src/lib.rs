@@ -148,7 +148,7 @@ pub mod acks {
 /// what can feed a node, edge settings, placeholders, snapshots.
 pub mod topology {
     pub use crate::edge::channel::{DEFAULT_CAPACITY, DEFAULT_CHUNK_SIZE};
-    pub use crate::graph::builder::{DeadLetterOutput, Inputs, Placeholder, Unfused, WithCapacity};
+    pub use crate::graph::builder::{DeadLetterOutput, Inputs, LateItems, Placeholder, Unfused, WithCapacity};
     pub use crate::runtime::report::{Monitor, NodeSnapshot};
 }
 

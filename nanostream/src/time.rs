@@ -4,7 +4,7 @@
 //! An item's event time is a [`Timestamp`] (milliseconds since the Unix
 //! epoch, as Kafka record timestamps are). A *watermark* says how far event
 //! time has progressed on an edge: "no item older than this is expected any
-//! more". Sources start them ([`EventTime`](crate::operators::EventTime), or
+//! more". Sources start them ([`watermarks`](crate::operators::watermarks), or
 //! the Kafka source per partition), the runtime carries them with the chunks
 //! through every node, fused or not, takes the minimum where edges meet, and
 //! hands them to [`Node::on_watermark`](crate::Node::on_watermark), where the

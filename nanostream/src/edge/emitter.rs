@@ -453,7 +453,7 @@ impl<T> Emitter<T> {
     /// input's watermark on, and the node's own are what the nodes after
     /// it see. The watermark travels after every item emitted before the
     /// call. It never goes back: a lower one is ignored. Most pipelines get
-    /// their watermarks from [`EventTime`](crate::operators::EventTime) or
+    /// their watermarks from [`watermarks`](crate::operators::watermarks) or
     /// the Kafka source instead; see [`time`](crate::time).
     ///
     /// # Examples

@@ -71,6 +71,10 @@ impl<T> std::fmt::Debug for Output<T> {
     }
 }
 
+/// The output of the items that came too late for a window or join; see
+/// [`TopologyBuilder::window`].
+pub type LateItems<T> = Output<crate::operators::Late<T>>;
+
 /// The output of [`TopologyBuilder::node_with_dead_letters`] that carries
 /// node `N`'s dead letters.
 pub type DeadLetterOutput<N> = Output<DeadLetter<<N as Node>::In, <N as Node>::Error>>;
@@ -919,7 +923,7 @@ impl TopologyBuilder {
         name: impl Into<String>,
         mut window: W,
         inputs: impl Inputs<W::In>,
-    ) -> (Output<W::Out>, Output<crate::operators::Late<W::Item>>)
+    ) -> (Output<W::Out>, LateItems<W::Item>)
     where
         W: crate::operators::LateOutput,
     {
@@ -945,7 +949,7 @@ impl TopologyBuilder {
         join: J,
         left: impl Inputs<L>,
         right: impl Inputs<R>,
-    ) -> (Output<J::Out>, Output<crate::operators::Late<crate::operators::Side<L, R>>>)
+    ) -> (Output<J::Out>, LateItems<crate::operators::Side<L, R>>)
     where
         L: Send + 'static,
         R: Send + 'static,
