@@ -493,7 +493,7 @@ async fn the_snapshot_shows_each_nodes_watermark_and_its_lag() {
 mod randomized {
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+    use proptest::test_runner::TestCaseError;
 
     #[derive(Debug, Clone, Copy)]
     enum Kind {
@@ -728,23 +728,7 @@ mod randomized {
 
     #[test]
     fn event_time_windows_match_a_reference_whatever_the_chunking_interleaving_and_cores() {
-        let cases = std::env::var("NANOSTREAM_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-        let seed: u64 =
-            std::env::var("NANOSTREAM_RANDOM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-            });
-        println!("event time: {cases} cases, NANOSTREAM_RANDOM_SEED={seed} NANOSTREAM_RANDOM_CASES={cases}");
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        let config = Config { cases, failure_persistence: None, max_shrink_iters: 1_000, ..Config::default() };
-        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-        match runner.run(&case(), |case| check(&case)) {
-            Ok(()) => {}
-            Err(TestError::Fail(reason, case)) => {
-                panic!("failed (NANOSTREAM_RANDOM_SEED={seed}): {reason}\nminimal case: {case:#?}")
-            }
-            Err(TestError::Abort(reason)) => panic!("aborted (NANOSTREAM_RANDOM_SEED={seed}): {reason}"),
-        }
+        super::run_cases("event time", 200, case(), |case| check(&case));
     }
 }
 
@@ -881,7 +865,6 @@ mod joins {
 mod randomized_joins {
     use super::joins::{reference, run_join};
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
     use std::time::Duration;
 
     type Item = (u32, u32, i64);
@@ -911,32 +894,15 @@ mod randomized_joins {
 
     #[test]
     fn interval_joins_match_a_reference_whatever_the_chunking_and_interleaving() {
-        let cases = std::env::var("NANOSTREAM_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-        let seed: u64 =
-            std::env::var("NANOSTREAM_RANDOM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-            });
-        println!("joins: {cases} cases, NANOSTREAM_RANDOM_SEED={seed} NANOSTREAM_RANDOM_CASES={cases}");
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        let config = Config { cases, failure_persistence: None, ..Config::default() };
-        let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
         let strategy =
             (partitions(0), partitions(10_000), prop_oneof![Just(1usize), Just(4), Just(1024)], any::<bool>());
-        let result = runner.run(&strategy, |(lefts, rights, chunk, outer)| {
+        super::run_cases("joins", 100, strategy, |(lefts, rights, chunk, outer)| {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
             let got = runtime.block_on(run_join(lefts.clone(), rights.clone(), Duration::from_secs(1), chunk, outer));
             prop_assert_eq!(got, reference(&lefts, &rights, 1_000, outer));
             Ok(())
         });
-        match result {
-            Ok(()) => {}
-            Err(TestError::Fail(reason, case)) => {
-                panic!("failed (NANOSTREAM_RANDOM_SEED={seed}): {reason}\nminimal case: {case:?}")
-            }
-            Err(TestError::Abort(reason)) => panic!("aborted (NANOSTREAM_RANDOM_SEED={seed}): {reason}"),
-        }
     }
 }
 
@@ -1025,4 +991,34 @@ async fn a_joined_pair_owes_both_of_its_items_until_it_is_delivered() {
     }
     assert_eq!(outcomes.lock().expect("not poisoned").get(&1), Some(&AckOutcome::Done));
     running.shutdown(Duration::from_secs(5)).await.expect("graceful");
+}
+
+/// Runs `cases` random cases of `strategy` (`NANOSTREAM_RANDOM_CASES`
+/// overrides the number), reproducibly from a seed that is printed
+/// (`NANOSTREAM_RANDOM_SEED` replays it).
+fn run_cases<S: proptest::strategy::Strategy>(
+    name: &str,
+    default_cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
+    let cases = std::env::var("NANOSTREAM_RANDOM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default_cases);
+    let seed: u64 = std::env::var("NANOSTREAM_RANDOM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+    });
+    println!("{name}: {cases} cases, NANOSTREAM_RANDOM_SEED={seed} NANOSTREAM_RANDOM_CASES={cases}");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases, failure_persistence: None, max_shrink_iters: 1_000, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    match runner.run(&strategy, test) {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, case)) => {
+            panic!("{name} failed (NANOSTREAM_RANDOM_SEED={seed}): {reason}\nminimal case: {case:#?}")
+        }
+        Err(TestError::Abort(reason)) => panic!("{name} aborted (NANOSTREAM_RANDOM_SEED={seed}): {reason}"),
+    }
 }

@@ -97,6 +97,56 @@ pub enum WindowError {
     },
 }
 
+/// Where a window or join sends its late items, and by what it judges
+/// them.
+pub(crate) struct LateRoute<T> {
+    to: Option<SideSender<Late<T>>>,
+    node: String,
+}
+
+impl<T> LateRoute<T> {
+    pub(crate) fn new() -> Self {
+        Self { to: None, node: String::new() }
+    }
+
+    pub(crate) fn set_node(&mut self, ctx: &Context) {
+        self.node = ctx.name().to_owned();
+    }
+
+    pub(crate) fn route_to(&mut self, to: LateSender<T>) {
+        self.to = Some(to.0);
+    }
+}
+
+impl<T: Send + 'static> LateRoute<T> {
+    /// The watermark an item is judged by: its own input's when it was
+    /// read, if known (the same whatever the interleaving with other
+    /// inputs and the chunking), else the node's.
+    pub(crate) fn judge(stamp: Stamp, watermark: Timestamp) -> Timestamp {
+        if stamp.watermark == Timestamp::MIN { watermark } else { stamp.watermark }
+    }
+
+    /// Sends a late item to the late output, owing the acknowledgements of
+    /// the input being processed; without one, the item is an error for
+    /// the node's policy.
+    pub(crate) async fn send<O>(
+        &self,
+        item: T,
+        time: Timestamp,
+        watermark: Timestamp,
+        out: &Emitter<O>,
+    ) -> Result<(), WindowError> {
+        match &self.to {
+            Some(to) => {
+                let stamp = Stamp { time, watermark };
+                to.send(Late { item, stamp, node: self.node.clone() }, out.current_acks(), &self.node).await;
+                Ok(())
+            }
+            None => Err(WindowError::TooLate { time, watermark }),
+        }
+    }
+}
+
 /// Which windows; see [`Windows::tumbling`], [`Windows::sliding`] and
 /// [`Windows::session`].
 #[derive(Debug, Clone, Copy)]
@@ -227,8 +277,7 @@ impl Windows {
             next_session_end: Timestamp::MAX,
             next_session_forget: Timestamp::MAX,
             watermark: Timestamp::MIN,
-            late: None,
-            name: String::new(),
+            late: LateRoute::new(),
             _shape: PhantomData,
         }
     }
@@ -307,8 +356,7 @@ pub struct EventWindow<T, K, A, TF, KF, I, U, S = PerKey> {
     next_session_forget: Timestamp,
     /// The input's watermark.
     watermark: Timestamp,
-    late: Option<SideSender<Late<T>>>,
-    name: String,
+    late: LateRoute<T>,
     _shape: PhantomData<fn() -> S>,
 }
 
@@ -339,7 +387,6 @@ impl<T, K, A, TF, KF, I, U> EventWindow<T, K, A, TF, KF, I, U, PerKey> {
             next_session_forget: self.next_session_forget,
             watermark: self.watermark,
             late: self.late,
-            name: self.name,
             _shape: PhantomData,
         }
     }
@@ -368,7 +415,7 @@ where
     type Item = T;
 
     fn route_late(&mut self, to: LateSender<T>) {
-        self.late = Some(to.0);
+        self.late.route_to(to);
     }
 }
 
@@ -606,29 +653,19 @@ where
     type Error = WindowError;
 
     async fn setup(&mut self, ctx: &Context) -> Result<(), WindowError> {
-        self.name = ctx.name().to_owned();
+        self.late.set_node(ctx);
         Ok(())
     }
 
     async fn process(&mut self, item: T, out: &mut Emitter<S::Out>) -> Result<(), WindowError> {
         let stamp = (self.time)(&item).event_time().ok_or(WindowError::NoEventTime)?;
-        // Judged by the watermark of the item's own input when it was read,
-        // if known: the same whatever the interleaving with other inputs.
-        let judge = if stamp.watermark == Timestamp::MIN { self.watermark } else { stamp.watermark };
+        let judge = LateRoute::<T>::judge(stamp, self.watermark);
         let added = match self.spec.kind {
             Kind::Fixed { .. } => self.add_fixed(item, stamp, judge, out).await,
             Kind::Session { .. } => self.add_to_session(item, stamp, judge, out).await,
         };
         let Err(item) = added else { return Ok(()) };
-        let watermark = judge.max(self.watermark);
-        match &self.late {
-            Some(late) => {
-                let stamp = Stamp { time: stamp.time, watermark };
-                late.send(Late { item, stamp, node: self.name.clone() }, out.current_acks(), &self.name).await;
-                Ok(())
-            }
-            None => Err(WindowError::TooLate { time: stamp.time, watermark }),
-        }
+        self.late.send(item, stamp.time, judge.max(self.watermark), out).await
     }
 
     async fn on_watermark(&mut self, watermark: Timestamp, out: &mut Emitter<S::Out>) -> Result<(), WindowError> {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use crate::edge::emitter::{Emitter, Held};
 use crate::node::{Context, Node};
-use crate::operators::event_window::{Late, LateOutput, LateSender, WindowError};
-use crate::sources::SideSender;
+use crate::operators::event_window::{LateOutput, LateRoute, LateSender, WindowError};
 use crate::time::{EventTime, Stamp, Timestamp, millis};
 
 /// An item of either input of a join.
@@ -101,8 +100,7 @@ pub struct IntervalJoin<L, R, K, LT, LK, RT, RK, M = Inner> {
     /// The earliest time a kept item may be forgotten.
     next_forget: Timestamp,
     watermark: Timestamp,
-    late: Option<SideSender<Late<Side<L, R>>>>,
-    name: String,
+    late: LateRoute<Side<L, R>>,
     _mode: PhantomData<fn() -> M>,
 }
 
@@ -205,8 +203,7 @@ impl<L, LT, LK> LeftSpec<L, LT, LK> {
             rights: HashMap::new(),
             next_forget: Timestamp::MAX,
             watermark: Timestamp::MIN,
-            late: None,
-            name: String::new(),
+            late: LateRoute::new(),
             _mode: PhantomData,
         }
     }
@@ -227,7 +224,6 @@ impl<L, R, K, LT, LK, RT, RK> IntervalJoin<L, R, K, LT, LK, RT, RK, Inner> {
             next_forget: self.next_forget,
             watermark: self.watermark,
             late: self.late,
-            name: self.name,
             _mode: PhantomData,
         }
     }
@@ -235,6 +231,27 @@ impl<L, R, K, LT, LK, RT, RK> IntervalJoin<L, R, K, LT, LK, RT, RK, Inner> {
 
 fn plus(t: Timestamp, ms: i64) -> Timestamp {
     Timestamp::from_millis(t.as_millis().saturating_add(ms))
+}
+
+/// The kept items of the other side within `from..=to`, marked matched,
+/// each with a copy of what it holds. Gathered before any await: the state
+/// is not held across them (its items need not be `Sync`).
+fn gather<T: Clone>(kept: Option<&mut Vec<Kept<T>>>, from: Timestamp, to: Timestamp) -> Vec<(T, crate::acks::Acks)> {
+    let Some(kept) = kept else { return Vec::new() };
+    kept.iter_mut()
+        .filter(|k| k.time >= from && k.time <= to)
+        .map(|k| {
+            k.matched = true;
+            (k.item.clone(), k.held.copy())
+        })
+        .collect()
+}
+
+/// Emits a pair owing both of its items: a copy of what each holds.
+async fn emit_pair<O: Send + 'static>(out: &mut Emitter<O>, mut owed: crate::acks::Acks, held: &Held, pair: O) {
+    owed.merge(held.copy());
+    out.owe(&mut owed);
+    out.emit(pair).await;
 }
 
 impl<L, R, K, LT, TL, LK, RT, TR, RK, M> IntervalJoin<L, R, K, LT, LK, RT, RK, M>
@@ -250,47 +267,39 @@ where
     RK: FnMut(&R) -> K + Send + 'static,
     M: JoinMode<L, R>,
 {
-    /// Judges an item by the watermark of its own input when it was read
-    /// (or the join's, if that is not known): late if it had passed.
-    /// Its matches may then have been forgotten already; so may they if the
+    /// The item's time if it is on time, or `Err` once it is sent to the
+    /// late output: late if the watermark of its own input had passed its
+    /// time when it was read (or the join's, if that is not known). Its
+    /// matches may then have been forgotten already; so may they if the
     /// join's own watermark passed it (an input that was idle speaking
     /// again).
-    fn is_late(&self, stamp: Stamp) -> bool {
-        let judge = if stamp.watermark == Timestamp::MIN { self.watermark } else { stamp.watermark };
-        stamp.time < judge || stamp.time < self.watermark
-    }
-
-    async fn late(&mut self, item: Side<L, R>, stamp: Stamp, out: &mut Emitter<M::Out>) -> Result<(), WindowError> {
-        let watermark = if stamp.watermark == Timestamp::MIN { self.watermark } else { stamp.watermark };
-        match &self.late {
-            Some(late) => {
-                let stamp = Stamp { time: stamp.time, watermark };
-                late.send(Late { item, stamp, node: self.name.clone() }, out.current_acks(), &self.name).await;
-                Ok(())
-            }
-            None => Err(WindowError::TooLate { time: stamp.time, watermark }),
+    async fn on_time(
+        &mut self,
+        stamp: Option<Stamp>,
+        item: Side<L, R>,
+        out: &mut Emitter<M::Out>,
+    ) -> Result<Result<(Timestamp, Side<L, R>), ()>, WindowError> {
+        let stamp = stamp.ok_or(WindowError::NoEventTime)?;
+        let judge = LateRoute::<Side<L, R>>::judge(stamp, self.watermark);
+        if stamp.time < judge || stamp.time < self.watermark {
+            self.late.send(item, stamp.time, judge.max(self.watermark), out).await?;
+            return Ok(Err(()));
         }
+        Ok(Ok((stamp.time, item)))
     }
 
     async fn left(&mut self, item: L, out: &mut Emitter<M::Out>) -> Result<(), WindowError> {
-        let stamp = (self.left_time)(&item).event_time().ok_or(WindowError::NoEventTime)?;
-        if self.is_late(stamp) {
-            return self.late(Side::Left(item), stamp, out).await;
-        }
+        let stamp = (self.left_time)(&item).event_time();
+        let Ok((time, Side::Left(item))) = self.on_time(stamp, Side::Left(item), out).await? else { return Ok(()) };
         let key = (self.left_key)(&item);
-        let (from, to) = (plus(stamp.time, -self.spec.before), plus(stamp.time, self.spec.after));
-        let mut kept = Kept { item, time: stamp.time, held: Held::default(), matched: false };
+        // Right items at `t - before ..= t + after`.
+        let (from, to) = (plus(time, -self.spec.before), plus(time, self.spec.after));
+        let mut kept = Kept { item, time, held: Held::default(), matched: false };
         out.hold(&mut kept.held);
-        // Matches are gathered first: the state is not held across the
-        // awaits (its items need not be `Sync`).
-        let matches: Vec<(R, crate::acks::Acks)> = self.rights.get(&key).map_or_else(Vec::new, |rights| {
-            rights.iter().filter(|r| r.time >= from && r.time <= to).map(|r| (r.item.clone(), r.held.copy())).collect()
-        });
-        for (right, mut owed) in matches {
-            kept.matched = true;
-            owed.merge(kept.held.copy());
-            out.owe(&mut owed);
-            out.emit(M::pair(kept.item.clone(), right)).await;
+        let matches = gather(self.rights.get_mut(&key), from, to);
+        kept.matched = !matches.is_empty();
+        for (right, owed) in matches {
+            emit_pair(out, owed, &kept.held, M::pair(kept.item.clone(), right)).await;
         }
         self.next_forget = self.next_forget.min(to);
         self.lefts.entry(key).or_default().push(kept);
@@ -298,29 +307,15 @@ where
     }
 
     async fn right(&mut self, item: R, out: &mut Emitter<M::Out>) -> Result<(), WindowError> {
-        let stamp = (self.right_time)(&item).event_time().ok_or(WindowError::NoEventTime)?;
-        if self.is_late(stamp) {
-            return self.late(Side::Right(item), stamp, out).await;
-        }
+        let stamp = (self.right_time)(&item).event_time();
+        let Ok((time, Side::Right(item))) = self.on_time(stamp, Side::Right(item), out).await? else { return Ok(()) };
         let key = (self.right_key)(&item);
         // Left items at `tl` match if `tl - before <= t <= tl + after`.
-        let (from, to) = (plus(stamp.time, -self.spec.after), plus(stamp.time, self.spec.before));
-        let mut kept = Kept { item, time: stamp.time, held: Held::default(), matched: false };
+        let (from, to) = (plus(time, -self.spec.after), plus(time, self.spec.before));
+        let mut kept = Kept { item, time, held: Held::default(), matched: false };
         out.hold(&mut kept.held);
-        let matches: Vec<(L, crate::acks::Acks)> = self.lefts.get_mut(&key).map_or_else(Vec::new, |lefts| {
-            lefts
-                .iter_mut()
-                .filter(|l| l.time >= from && l.time <= to)
-                .map(|l| {
-                    l.matched = true;
-                    (l.item.clone(), l.held.copy())
-                })
-                .collect()
-        });
-        for (left, mut owed) in matches {
-            owed.merge(kept.held.copy());
-            out.owe(&mut owed);
-            out.emit(M::pair(left, kept.item.clone())).await;
+        for (left, owed) in gather(self.lefts.get_mut(&key), from, to) {
+            emit_pair(out, owed, &kept.held, M::pair(left, kept.item.clone())).await;
         }
         self.next_forget = self.next_forget.min(to);
         self.rights.entry(key).or_default().push(kept);
@@ -403,7 +398,7 @@ where
     type Error = WindowError;
 
     async fn setup(&mut self, ctx: &Context) -> Result<(), WindowError> {
-        self.name = ctx.name().to_owned();
+        self.late.set_node(ctx);
         Ok(())
     }
 
@@ -429,7 +424,7 @@ where
     type Item = Side<L, R>;
 
     fn route_late(&mut self, to: LateSender<Side<L, R>>) {
-        self.late = Some(to.0);
+        self.late.route_to(to);
     }
 }
 
