@@ -47,20 +47,21 @@ async fn tumbling_windows_close_on_a_timer_and_flush_open_windows_at_the_end() {
     let per_minute = tumbling(secs(60), |page: &&str| page.to_string(), || 0u32, |n, _| *n += 1).aligned_to_start();
     let inputs = vec![(secs(0), "/a"), (secs(10), "/b"), (secs(20), "/a"), (secs(70), "/a"), (secs(130), "/b")];
     let out = run_node_timed(per_minute, inputs).await.expect("runs");
-    let mut got: Vec<(Duration, String, u32, Duration)> = out
+    let mut got: Vec<(Duration, String, u32, Duration, bool)> = out
         .into_iter()
-        .map(|(at, w)| (at, w.key, w.value, w.end.duration_since(w.start).expect("end after start")))
+        .map(|(at, w)| (at, w.key, w.value, w.end.duration_since(w.start).expect("end after start"), w.partial))
         .collect();
     got.sort();
     assert_eq!(
         got,
         [
             // Window [0, 60) closes at 60 s although the next item is at 70 s.
-            (secs(60), "/a".to_owned(), 2, secs(60)),
-            (secs(60), "/b".to_owned(), 1, secs(60)),
-            (secs(120), "/a".to_owned(), 1, secs(60)),
-            // Window [120, 180) is still open when the input ends at 130 s.
-            (secs(130), "/b".to_owned(), 1, secs(60)),
+            (secs(60), "/a".to_owned(), 2, secs(60), false),
+            (secs(60), "/b".to_owned(), 1, secs(60), false),
+            (secs(120), "/a".to_owned(), 1, secs(60), false),
+            // Window [120, 180) is still open when the input ends at 130 s:
+            // emitted, marked partial.
+            (secs(130), "/b".to_owned(), 1, secs(60), true),
         ]
     );
 }
@@ -481,6 +482,41 @@ fn node_counters_go_through_the_metrics_facade() {
     assert_eq!(get("nanostream_node_sent_items_total", "parse"), Some(3));
     assert_eq!(get("nanostream_node_errors_total", "parse"), Some(3));
     assert_eq!(get("nanostream_node_received_items_total", "sink"), Some(3));
+}
+
+#[test]
+fn watermarks_and_their_lag_go_through_the_metrics_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use nanostream::operators::watermarks;
+    use nanostream::time::Timestamp;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let an_hour_ago = Timestamp::now().as_millis() - 3_600_000;
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        rt.block_on(async {
+            let mut g = Topology::builder();
+            let times = g.source("times", from_iter([an_hour_ago, an_hour_ago + 1_000]));
+            let timed = g.node("timed", watermarks(|t: &i64| Timestamp::from_millis(*t), Duration::ZERO), times);
+            let probed = g.node("after", map(|t| t), timed.unfused());
+            g.sink("sink", for_each(|_| async {}), probed);
+            g.build().expect("valid").run().await.expect("runs");
+        });
+    });
+    let mut gauges = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let node = key.key().labels().find(|l| l.key() == "node").map(|l| l.value().to_owned());
+        if let (Some(node), DebugValue::Gauge(v)) = (node, value) {
+            gauges.insert((key.key().name().to_owned(), node), v.into_inner());
+        }
+    }
+    let get = |name: &str, node: &str| gauges.get(&(name.to_owned(), node.to_owned())).copied();
+    // The assigner's own watermark, after its last item.
+    assert_eq!(get("nanostream_node_watermark_milliseconds", "timed"), Some((an_hour_ago + 1_000) as f64));
+    let lag = get("nanostream_node_watermark_lag_seconds", "timed").expect("a lag gauge");
+    assert!((3_590.0..3_700.0).contains(&lag), "about an hour behind: {lag}");
+    // The node after it ends at the final watermark: no lag.
+    assert_eq!(get("nanostream_node_watermark_lag_seconds", "after"), Some(0.0));
 }
 
 /// Records the line and the bottleneck of every progress event.

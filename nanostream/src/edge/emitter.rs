@@ -501,6 +501,11 @@ impl<T> Emitter<T> {
         core.set_mark(Mark::Idle);
     }
 
+    /// Whether the node sets its output's watermarks itself.
+    pub(crate) fn owns_marks(&self) -> bool {
+        self.lock().own_marks
+    }
+
     /// Passes the watermark of the node's input on, unless the node sets
     /// its own (the final one always goes on).
     pub(crate) fn forward_mark(&mut self, mark: Mark) {

@@ -465,7 +465,10 @@ where
                                 && !self.shared.ctx.has_failed() =>
                         {
                             self.watermark = Some(t);
-                            self.shared.ctx.stats().set_watermark(t);
+                            if !self.out.owns_marks() {
+                                // A node that sets its own shows those.
+                                self.shared.ctx.stats().set_watermark(t);
+                            }
                             let call = self.on_watermark(t);
                             self.work = NodeWork::Call { call, after: After::Watermark(mark) };
                         }
