@@ -510,8 +510,21 @@ mod randomized {
         kind: Kind,
         chunk: usize,
         fusion: bool,
-        workers: usize,
+        /// How the items travel to the window.
+        route: Route,
         threads: usize,
+    }
+
+    /// Between the partitions and the window: directly (fan-in), through
+    /// `parallel` or `parallel_ordered` workers, or split round robin or by
+    /// key over copies of a node and merged again.
+    #[derive(Debug, Clone, Copy)]
+    enum Route {
+        Direct,
+        Parallel(usize),
+        Ordered(usize),
+        RoundRobin(usize),
+        ByKey(usize),
     }
 
     /// One partition: times that mostly advance, within `delay` of disorder,
@@ -544,17 +557,23 @@ mod randomized {
                     prop::collection::vec(partition(delay), 1..4),
                     prop_oneof![Just(1usize), Just(3), Just(64), Just(1024)],
                     any::<bool>(),
-                    0usize..4,
+                    prop_oneof![
+                        Just(Route::Direct),
+                        (1usize..4).prop_map(Route::Parallel),
+                        (1usize..4).prop_map(Route::Ordered),
+                        (2usize..4).prop_map(Route::RoundRobin),
+                        (2usize..4).prop_map(Route::ByKey),
+                    ],
                     1usize..3,
                 )
-                    .prop_map(move |(partitions, chunk, fusion, workers, threads)| Case {
+                    .prop_map(move |(partitions, chunk, fusion, route, threads)| Case {
                         partitions,
                         delay,
                         lateness,
                         kind,
                         chunk,
                         fusion,
-                        workers,
+                        route,
                         threads,
                     })
             },
@@ -665,23 +684,27 @@ mod randomized {
                 g.node(format!("timed{i}"), watermarks(event_time, delay), events)
             })
             .collect();
-        let input = if case.workers > 0 {
-            let worked = g.parallel(
-                "work",
-                case.workers,
-                || {
-                    then(|e: Timed<Event>| async move {
-                        if e.item.1 % 3 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                        e
-                    })
-                },
-                timed,
-            );
-            vec![worked]
-        } else {
-            timed
+        // Some items wait, so copies overtake each other.
+        let work = || {
+            then(|e: Timed<Event>| async move {
+                if e.item.1 % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                e
+            })
+        };
+        let input = match case.route {
+            Route::Direct => timed,
+            Route::Parallel(n) => vec![g.parallel("work", n, work, timed)],
+            Route::Ordered(n) => vec![g.parallel_ordered("work", n, work, timed)],
+            Route::RoundRobin(n) | Route::ByKey(n) => {
+                let merged = g.node("merged", map(|e: Timed<Event>| e), timed);
+                let parts = match case.route {
+                    Route::RoundRobin(_) => g.round_robin(merged, n),
+                    _ => g.partition_by(merged, n, |e: &Timed<Event>| e.item.0),
+                };
+                parts.into_iter().enumerate().map(|(i, part)| g.node(format!("work[{i}]"), work(), part)).collect()
+            }
         };
         let lateness = Duration::from_millis(case.lateness as u64);
         let windows = match case.kind {

@@ -114,20 +114,19 @@ fn reference(plan: &[Planned], upto: i64) -> (Sums, BTreeSet<(i32, i64)>) {
     (sums, late)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_and_late_records_routed() {
-    let topic = unique("event-time");
-    create_topic(&topic, 3).await;
-    let (first, second) = plan();
-    produce_plan(&topic, &first).await;
-    let plan: Vec<Planned> = first.iter().chain(&second).copied().collect();
-    let group = unique("event-time");
+/// Late records as delivered: partition, offset, time (ms).
+type LateSeen = Arc<Mutex<Vec<(i32, i64, i64)>>>;
 
-    let mut builder = KafkaSource::builder(&brokers(), &group)
-        .topic(&topic)
+/// Tumbling windows of 10 s over the topic's sales, with event time per
+/// partition (5 s of disorder, idle after 1 s); what the sinks deliver is
+/// recorded as they deliver it.
+fn pipeline(topic: &str, group: &str, until_end: bool) -> (nanostream::TopologyBuilder, Delivered, LateSeen) {
+    let mut builder = KafkaSource::builder(&brokers(), group)
+        .topic(topic)
         .event_time(Duration::from_secs(5))
         .idle_after(Duration::from_secs(1))
-        .commit_interval(Duration::from_millis(200));
+        .commit_interval(Duration::from_millis(200))
+        .until_end(until_end);
     for (k, v) in GROUP_SETTINGS {
         builder = builder.set(k, v);
     }
@@ -141,7 +140,6 @@ async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_
         |sum, r| *sum += r.value.v,
     );
     let (sums, late) = g.window("sums", sums, sales);
-    // What the sinks have delivered, as they deliver it.
     let delivered: Delivered = Arc::default();
     let seen = delivered.clone();
     g.sink(
@@ -155,7 +153,7 @@ async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_
         }),
         sums,
     );
-    let late_seen: Arc<Mutex<Vec<(i32, i64, i64)>>> = Arc::default();
+    let late_seen: LateSeen = Arc::default();
     let late_store = late_seen.clone();
     g.sink(
         "late",
@@ -168,6 +166,19 @@ async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_
         }),
         late,
     );
+    (g, delivered, late_seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_and_late_records_routed() {
+    let topic = unique("event-time");
+    create_topic(&topic, 3).await;
+    let (first, second) = plan();
+    produce_plan(&topic, &first).await;
+    let plan: Vec<Planned> = first.iter().chain(&second).copied().collect();
+    let group = unique("event-time");
+
+    let (g, delivered, late_seen) = pipeline(&topic, &group, false);
     let running = g.build().expect("valid").start();
     // The first phase is read (and held by its open windows) before the
     // second is produced, so the two are acknowledged apart.
@@ -234,4 +245,24 @@ async fn windows_over_three_partitions_match_a_reference_with_a_quiet_partition_
     for (p, offset, _) in open {
         assert!(offset >= committed[p as usize], "a record of the open window was committed: {committed:?}");
     }
+
+    // Restarted in the same group, a bounded read re-reads what was not
+    // committed, the open window's records included, and its final
+    // watermark closes that window: exactly as the reference has it.
+    let (g, delivered, _) = pipeline(&topic, &group, true);
+    tokio::time::timeout(Duration::from_secs(90), g.build().expect("valid").run())
+        .await
+        .expect("a bounded read completes")
+        .expect("runs");
+    let reopened: Sums = delivered
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(start, ..)| *start >= 60 * SECOND)
+        .map(|(start, key, value, _)| ((*start, key.clone()), *value))
+        .collect();
+    let (all, _) = reference(&plan, i64::MAX);
+    let expected_open: Sums = all.into_iter().filter(|((start, _), _)| *start >= 60 * SECOND).collect();
+    assert!(!expected_open.is_empty());
+    assert_eq!(reopened, expected_open, "the window left open at the shutdown, complete after the restart");
 }
