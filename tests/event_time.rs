@@ -1045,3 +1045,34 @@ fn run_cases<S: proptest::strategy::Strategy>(
         Err(TestError::Abort(reason)) => panic!("{name} aborted (NANOSTREAM_RANDOM_SEED={seed}): {reason}"),
     }
 }
+
+#[tokio::test]
+async fn an_item_without_a_usable_time_follows_the_error_policy() {
+    let times = [Some(1_000i64), None, Some(2_000)];
+    let build = |skip: bool| {
+        let mut g = Topology::builder();
+        let times = g.source("times", from_iter(times));
+        let time = |t: &Option<i64>| t.map(ms);
+        let (sink, out) = into_stream(8);
+        if skip {
+            let timed = g.node("timed", watermarks(time, Duration::ZERO).skip_errors(), times);
+            g.sink("out", sink, timed);
+        } else {
+            let timed = g.node("timed", watermarks(time, Duration::ZERO), times);
+            g.sink("out", sink, timed);
+        }
+        (g, out)
+    };
+    let (g, _) = build(false);
+    let error = g.build().expect("valid").run().await.expect_err("fails by default");
+    let message = nanostream::error::Report::from(error).to_string();
+    assert!(message.contains("timed") && message.contains("no usable event time"), "{message}");
+
+    let (g, out) = build(true);
+    let running = g.build().expect("valid").start();
+    let monitor = running.monitor();
+    running.join().await.expect("skipped");
+    let times: Vec<_> = out.map(|t: Timed<Option<i64>>| t.item).collect().await;
+    assert_eq!(times, [Some(1_000), Some(2_000)]);
+    assert_eq!(monitor.snapshot().iter().find(|n| n.name == "timed").map(|n| n.errors), Some(1));
+}
