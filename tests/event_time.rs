@@ -1076,3 +1076,125 @@ async fn an_item_without_a_usable_time_follows_the_error_policy() {
     assert_eq!(times, [Some(1_000), Some(2_000)]);
     assert_eq!(monitor.snapshot().iter().find(|n| n.name == "timed").map(|n| n.errors), Some(1));
 }
+
+// ---------------------------------------------------------------------------
+// Edge cases found in review.
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_input_never_lets_the_final_watermark_through_while_it_is_open() {
+    // `done` ends (final watermark); `quiet` speaks once and goes idle, but
+    // is still open: the node after them must not see the end.
+    let (quiet_src, quiet) = from_channel::<Event>(4);
+    let mut g = Topology::builder();
+    let done = g.source("done", from_iter([(0, 1_000, 1)]));
+    let done = g.node("done_timed", watermarks(event_time, Duration::ZERO), done);
+    let quiet_out = g.source("quiet", quiet_src);
+    let quiet_timed =
+        g.node("quiet_timed", watermarks(event_time, Duration::ZERO).idle_after(Duration::from_secs(1)), quiet_out);
+    let (meet, mut seen) = probe();
+    let met = g.node("meet", meet, vec![done, quiet_timed]);
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), met);
+    let running = g.build().expect("valid").start();
+    quiet.send((0, 5_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(5), "`done` ended: `quiet` alone decides");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(drain(&mut seen).iter().all(|t| *t < Timestamp::MAX), "idle is not ended");
+    quiet.send((0, 7_000, 1)).await.expect("open");
+    assert_eq!(next_mark(&mut seen).await, secs(7), "it speaks again and counts");
+    drop(quiet);
+    running.join().await.expect("runs");
+    assert_eq!(drain(&mut seen).last(), Some(&Timestamp::MAX));
+}
+
+#[tokio::test]
+async fn a_silent_source_without_event_time_holds_nothing_back() {
+    // `control` has no event time and says nothing: the timed input alone
+    // sets the watermark where they meet.
+    let (control_src, control_tx) = from_channel::<Timed<Event>>(4);
+    let (timed_src, timed_tx) = from_channel::<Event>(4);
+    let mut g = Topology::builder();
+    let control = g.source("control", control_src);
+    let timed_out = g.source("timed", timed_src);
+    let timed = g.node("timed_marks", watermarks(event_time, Duration::ZERO), timed_out);
+    let (meet, mut seen) = probe();
+    let met = g.node("meet", meet, vec![control, timed]);
+    g.sink("sink", for_each(|_: Timed<Event>| async {}), met);
+    let running = g.build().expect("valid").start();
+    timed_tx.send((0, 9_000, 1)).await.expect("open");
+    let mark = tokio::time::timeout(Duration::from_secs(10), next_mark(&mut seen)).await;
+    assert_eq!(mark.ok(), Some(secs(9)), "the silent untimed input held the watermark back");
+    drop((control_tx, timed_tx));
+    running.join().await.expect("runs");
+}
+
+#[tokio::test]
+async fn a_late_item_opening_a_closed_window_within_lateness_is_emitted_at_once() {
+    let (src, tx) = from_channel::<Event>(4);
+    let mut g = Topology::builder();
+    let events = g.source("events", src);
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+    let sums = Windows::tumbling(Duration::from_secs(10)).allowed_lateness(Duration::from_secs(20)).aggregate(
+        |e: &Timed<Event>| e.stamp,
+        |e| e.item.0,
+        || 0u64,
+        |s, e| *s += e.item.2,
+    );
+    let (sums, late) = g.window("sums", sums, timed);
+    let (sink, mut results) = into_stream(8);
+    g.sink("results", sink, sums);
+    g.sink("late", for_each(|_| async {}), late);
+    let running = g.build().expect("valid").start();
+    tx.send((0, 30_000, 1)).await.expect("open");
+    // The watermark is at 30 s; [10 s, 20 s) never had an item, but 12 s
+    // is within its lateness.
+    tx.send((0, 12_000, 5)).await.expect("open");
+    let first = tokio::time::timeout(Duration::from_secs(10), results.next()).await.expect("at once");
+    let first = first.expect("a result");
+    assert_eq!((first.window.start, first.value, first.emission), (secs(10), 5, Emission::OnTime));
+    drop(tx);
+    running.join().await.expect("runs");
+}
+
+#[tokio::test]
+async fn times_at_the_ends_of_the_range_are_not_usable_and_never_hang_a_window() {
+    let events: Vec<Event> = vec![(0, i64::MIN, 1), (0, 1_000, 2), (0, i64::MAX, 3)];
+    let mut g = Topology::builder();
+    let events = g.source("events", from_iter(events));
+    let timed = g.node("timed", watermarks(event_time, Duration::ZERO), events);
+    let sums = Windows::tumbling(Duration::from_secs(1)).aggregate(
+        |e: &Timed<Event>| e.stamp,
+        |e| e.item.0,
+        || 0u64,
+        |s, e| *s += e.item.2,
+    );
+    let sums = g.node("sums", sums.skip_errors(), timed);
+    let (sink, results) = into_stream(8);
+    g.sink("results", sink, sums);
+    let running = g.build().expect("valid").start();
+    let monitor = running.monitor();
+    tokio::time::timeout(Duration::from_secs(10), running.join()).await.expect("no hang").expect("runs");
+    let values: Vec<u64> = results.map(|r| r.value).collect().await;
+    assert_eq!(values, [2]);
+    assert_eq!(monitor.snapshot().iter().find(|n| n.name == "sums").map(|n| n.errors), Some(2));
+}
+
+#[tokio::test]
+async fn a_left_outer_join_whose_interval_reaches_the_end_of_time_still_ends() {
+    let lefts = vec![vec![(1u32, 0u32, 1_000i64)]];
+    let mut g = Topology::builder();
+    let l = g.source("l", from_iter(lefts.into_iter().flatten()));
+    let l = g.node("l_timed", watermarks(|i: &(u32, u32, i64)| ms(i.2), Duration::ZERO), l);
+    let r = g.source("r", from_iter(Vec::<(u32, u32, i64)>::new()));
+    let r = g.node("r_timed", watermarks(|i: &(u32, u32, i64)| ms(i.2), Duration::ZERO), r);
+    let join = nanostream::operators::IntervalJoin::between(Duration::ZERO, Duration::MAX)
+        .left(|i: &Timed<(u32, u32, i64)>| i.stamp, |i| i.item.1)
+        .right(|i: &Timed<(u32, u32, i64)>| i.stamp, |i| i.item.1)
+        .left_outer();
+    let (joined, late) = g.join("join", join, l, r);
+    let (sink, rows) = into_stream(8);
+    g.sink("rows", sink, joined);
+    g.sink("late", for_each(|_| async {}), late);
+    g.build().expect("valid").run().await.expect("runs");
+    let rows: Vec<(u32, bool)> = rows.map(|(l, r)| (l.item.0, r.is_some())).collect().await;
+    assert_eq!(rows, [(1, false)], "the unmatched left row comes out at the end");
+}

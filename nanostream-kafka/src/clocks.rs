@@ -90,7 +90,7 @@ impl Clocks {
         let mut min: Option<Timestamp> = None;
         for clock in self.parts.values_mut() {
             if let Some(after) = idle_after
-                && clock.last + after <= now
+                && clock.last.checked_add(after).is_some_and(|at| at <= now)
             {
                 clock.idle = true;
             }

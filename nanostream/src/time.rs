@@ -241,6 +241,9 @@ impl Mark {
             }
         }
         match (at, idle) {
+            // The final watermark only once no input is merely quiet: an
+            // idle one may still speak.
+            (Some(Timestamp::MAX), true) => Mark::Idle,
             (Some(t), _) => Mark::At(t),
             (None, true) => Mark::Idle,
             (None, false) => Mark::Untimed,
@@ -260,6 +263,7 @@ mod tests {
         assert_eq!(Mark::min_of([Mark::Untimed]), Mark::Untimed);
         assert_eq!(Mark::min_of([Mark::END, Mark::At(t(1))]), Mark::At(t(1)));
         assert_eq!(Mark::min_of([]), Mark::Untimed);
+        assert_eq!(Mark::min_of([Mark::END, Mark::Idle]), Mark::Idle, "an idle input has not ended");
     }
 
     #[test]

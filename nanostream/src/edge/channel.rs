@@ -69,7 +69,8 @@ pub(crate) struct EdgeSender<T> {
     reserving: bool,
     /// The receiver is gone; nothing more is sent here.
     pub(crate) closed: bool,
-    /// The watermark of the last chunk sent.
+    /// The watermark of the last chunk sent; at first, what the receiver
+    /// assumes before its first chunk.
     pub(crate) sent_mark: Mark,
 }
 
@@ -144,12 +145,14 @@ pub(crate) struct EdgeReceiver<T> {
     /// The watermark of the last chunk received; before the first, one
     /// that holds the others back (the sender may well have event time).
     mark: Mark,
+    /// The highest watermark received.
+    high: Option<crate::time::Timestamp>,
 }
 
 impl<T> Drop for EdgeReceiver<T> {
     fn drop(&mut self) {
         if let Rx::Queue(q) = &self.rx {
-            q.queue.receiver_gone();
+            q.queue.receiver_gone(q.index);
         }
     }
 }
@@ -188,9 +191,9 @@ pub(crate) fn edge<T: Send + 'static>(size: EdgeSize) -> (EdgeSender<T>, EdgeRec
             chunk_limit: size.chunk_limit(),
             reserving: false,
             closed: false,
-            sent_mark: Mark::Untimed,
+            sent_mark: Mark::UNKNOWN,
         },
-        EdgeReceiver { rx: Rx::Channel(rx), shared, mark: Mark::UNKNOWN },
+        EdgeReceiver { rx: Rx::Channel(rx), shared, mark: Mark::UNKNOWN, high: None },
     )
 }
 
@@ -220,6 +223,7 @@ pub(crate) fn shared_edge<T: Send + 'static>(size: EdgeSize, readers: usize) -> 
             rx: Rx::Queue(QueueReader { queue: queue.clone(), index, seen: Mark::UNKNOWN }),
             shared: shared.clone(),
             mark: Mark::UNKNOWN,
+            high: None,
         })
         .collect();
     let sender = EdgeSender {
@@ -228,7 +232,7 @@ pub(crate) fn shared_edge<T: Send + 'static>(size: EdgeSize, readers: usize) -> 
         chunk_limit: size.chunk_limit(),
         reserving: false,
         closed: false,
-        sent_mark: Mark::Untimed,
+        sent_mark: Mark::UNKNOWN,
     };
     (sender, receivers)
 }
@@ -370,12 +374,13 @@ impl<T> WorkQueue<T> {
     /// it passed). `None` once the sender is gone and every chunk finished.
     fn poll_pop(&self, reader: usize, seen: &mut Mark, cx: Option<&mut Context<'_>>) -> Poll<Option<Chunk<T>>> {
         let mut state = self.lock();
-        let mut wake = state.finish(reader);
+        let wake = state.finish(reader);
+        let mut writer = None;
         let popped = match state.chunks.pop_front() {
             Some(queued) => {
                 if queued.counted {
                     state.counted -= 1;
-                    wake.extend(state.writer.take());
+                    writer = state.writer.take();
                 }
                 if let Some(slot) = state.reading.get_mut(reader) {
                     *slot = Some(queued.seq);
@@ -403,6 +408,9 @@ impl<T> WorkQueue<T> {
         };
         drop(state);
         wake.into_iter().for_each(Waker::wake);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
         popped
     }
 
@@ -415,15 +423,20 @@ impl<T> WorkQueue<T> {
         readers.into_iter().for_each(Waker::wake);
     }
 
-    fn receiver_gone(&self) {
-        let writer = {
+    /// Reader `reader` is gone: what it was processing counts as finished,
+    /// so that the others are not left waiting for it (it only goes while
+    /// the pipeline is torn down).
+    fn receiver_gone(&self, reader: usize) {
+        let (writer, readers) = {
             let mut state = self.lock();
             state.receivers -= 1;
-            if state.receivers == 0 { state.writer.take() } else { None }
+            let readers = state.finish(reader);
+            (if state.receivers == 0 { state.writer.take() } else { None }, readers)
         };
         if let Some(writer) = writer {
             writer.wake();
         }
+        readers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -482,15 +495,28 @@ impl<T> InputSet<T> {
     fn received(&mut self, chunk: &mut Chunk<T>, index: usize) {
         self.edges[index].shared.queued.fetch_sub(chunk.items.len(), Ordering::Relaxed);
         self.cursor = index + 1;
-        self.edges[index].mark = chunk.mark;
+        let edge = &mut self.edges[index];
+        edge.mark = chunk.mark;
+        if let Mark::At(t) = chunk.mark {
+            edge.high = Some(edge.high.map_or(t, |h| h.max(t)));
+        }
         if self.edges.len() > 1 || !self.ended.is_empty() {
             chunk.mark = Mark::min_of(self.edges.iter().map(|e| e.mark).chain(self.ended.iter().copied()));
         }
     }
 
+    /// An edge ended: after the final watermark it no longer counts; after
+    /// anything else (its source was stopped), it holds the others back at
+    /// the furthest it got, idle or not: what it would have sent is not
+    /// known.
     fn remove(&mut self, index: usize) {
         let edge = self.edges.swap_remove(index);
-        self.ended.push(edge.mark);
+        let last = match edge.mark {
+            Mark::Untimed => Mark::Untimed,
+            end if end == Mark::END => end,
+            _ => Mark::At(edge.high.unwrap_or(crate::time::Timestamp::MIN)),
+        };
+        self.ended.push(last);
     }
 
     /// Takes a chunk that is ready now, without waiting.

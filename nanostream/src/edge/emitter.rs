@@ -72,6 +72,8 @@ struct Core<T> {
     /// The node sets its output's watermarks itself (a source, or a node
     /// that assigns event time): the runtime does not forward its input's.
     own_marks: bool,
+    /// Its own watermark moved since its statistics last showed it.
+    stat_pending: bool,
 }
 
 enum Output<T> {
@@ -130,7 +132,8 @@ pub(crate) struct Fused<T> {
 
 impl<T> Fused<T> {
     pub(crate) fn new(stage: Box<dyn Stage<T>>, closed_token: CancellationToken, stats: Arc<NodeStats>) -> Self {
-        Self { stage, closed_token, stats, sent_mark: Mark::Untimed }
+        // What the stage assumes before its first chunk.
+        Self { stage, closed_token, stats, sent_mark: Mark::UNKNOWN }
     }
 }
 
@@ -296,6 +299,12 @@ impl<T: Send + 'static> Core<T> {
     /// Sends everything buffered, chunk by chunk, and what an interrupted
     /// flush left half-sent.
     fn poll_flush(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<()> {
+        if self.stat_pending {
+            self.stat_pending = false;
+            if let Some(stats) = self.stats() {
+                stats.publish_watermark();
+            }
+        }
         if let Output::Fused(fused) = &mut self.output {
             return match fused.poll_flush(&mut self.buffer, self.limit, cx, idle) {
                 Poll::Pending => Poll::Pending,
@@ -398,6 +407,7 @@ impl<T> Emitter<T> {
             output: Output::Detached,
             high: None,
             own_marks: false,
+            stat_pending: false,
         })
     }
 
@@ -411,6 +421,7 @@ impl<T> Emitter<T> {
             output: Output::Connected(port),
             high: None,
             own_marks: false,
+            stat_pending: false,
         })
     }
 
@@ -425,6 +436,7 @@ impl<T> Emitter<T> {
             output: Output::Fused(fused),
             high: None,
             own_marks: false,
+            stat_pending: false,
         })
     }
 
@@ -451,7 +463,9 @@ impl<T> Emitter<T> {
     /// For sources, and nodes that assign event time: once a node calls it
     /// (or [`mark_idle`](Emitter::mark_idle)), the runtime stops passing its
     /// input's watermark on, and the node's own are what the nodes after
-    /// it see. The watermark travels after every item emitted before the
+    /// it see. A source with event time calls it before it emits anything
+    /// (with [`Timestamp::MIN`] if it knows nothing yet): until then its
+    /// output counts as having no event time, which holds nothing back. The watermark travels after every item emitted before the
     /// call. It never goes back: a lower one is ignored. Most pipelines get
     /// their watermarks from [`watermarks`](crate::operators::watermarks) or
     /// the Kafka source instead; see [`time`](crate::time).
@@ -471,6 +485,8 @@ impl<T> Emitter<T> {
     ///     type Error = Infallible;
     ///
     ///     async fn run(&mut self, out: &mut Emitter<(Timestamp, f64)>) -> Result<(), Infallible> {
+    ///         // Event time from the start.
+    ///         out.advance_watermark(Timestamp::MIN);
     ///         for second in 0..self.0 {
     ///             let at = Timestamp::from_millis(second * 1000);
     ///             out.emit((at, 20.0)).await;
@@ -487,7 +503,9 @@ impl<T> Emitter<T> {
         core.own_marks = true;
         core.set_mark(Mark::At(watermark));
         if let (Mark::At(t), Some(stats)) = (core.buffer.marks.latest(), core.stats()) {
-            stats.set_watermark(t);
+            // Noted now; published in the metrics at the next flush.
+            stats.store_watermark(t);
+            core.stat_pending = true;
         }
     }
 

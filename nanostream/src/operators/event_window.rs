@@ -450,7 +450,10 @@ where
     async fn add_fixed(&mut self, item: T, stamp: Stamp, judge: Timestamp, out: &mut Emitter<S::Out>) -> Result<(), T> {
         let Kind::Fixed { size, slide } = self.spec.kind else { return Err(item) };
         let t = stamp.time.as_millis();
-        let last_start = t.div_euclid(slide) * slide;
+        // Times this close to the ends of the range have no window.
+        let Some(last_start) = t.div_euclid(slide).checked_mul(slide).filter(|s| s.checked_add(size).is_some()) else {
+            return Err(item);
+        };
         let mut added = false;
         let mut start = last_start;
         while start > t.saturating_sub(size) {
@@ -473,15 +476,18 @@ where
             let key = (self.key)(&item);
             let aggregate = pane.keys.entry(key.clone()).or_insert_with(&mut self.init);
             (self.update)(aggregate, &item);
-            if pane.emitted {
-                // Already out: the correction goes out now, owing the item.
+            if pane.emitted || window.end <= self.watermark {
+                // Closed already: the result goes out now, owing the item (a
+                // correction if the window was out, else its first).
+                let emission = if pane.emitted { Emission::Update } else { Emission::OnTime };
+                pane.emitted = true;
                 out.adopt(&mut pane.held);
                 let results = if S::WHOLE {
                     pane.keys.iter().map(|(k, a)| (k.clone(), a.clone())).collect()
                 } else {
                     vec![(key, aggregate.clone())]
                 };
-                Self::emit(out, window, Emission::Update, results).await;
+                Self::emit(out, window, emission, results).await;
             }
         }
         if added { Ok(()) } else { Err(item) }
@@ -525,13 +531,16 @@ where
             }
         }
         let closed = merged.end <= self.watermark;
-        if merged.emitted && closed {
-            // A correction of a session already out, closed already.
+        if closed {
+            // Closed already: its result goes out now (a correction if a
+            // session it joined was out, else its first).
+            let emission = if merged.emitted { Emission::Update } else { Emission::OnTime };
+            merged.emitted = true;
             merged.dirty = false;
             out.adopt(&mut merged.held);
             let window = TimeWindow { start: merged.start, end: merged.end };
             let value = fold(&mut self.init, &mut self.update, &mut merged.items);
-            Self::emit(out, window, Emission::Update, vec![(key, value)]).await;
+            Self::emit(out, window, emission, vec![(key, value)]).await;
         }
         if closed {
             self.next_session_forget = self.next_session_forget.min(self.spec.session_forget(merged.end));
@@ -613,6 +622,18 @@ where
 }
 
 impl Windows {
+    /// Whether every window of an item at `t`, and its lateness, lies
+    /// within the range of timestamps.
+    fn representable(&self, t: Timestamp) -> bool {
+        let reach = match self.kind {
+            Kind::Fixed { size, slide } => size.saturating_add(slide),
+            Kind::Session { gap } => gap.saturating_mul(2),
+        }
+        .saturating_add(self.lateness);
+        let t = t.as_millis();
+        t.checked_sub(reach).is_some() && t.checked_add(reach).is_some()
+    }
+
     /// When a session ending at `end` can be forgotten: once no item that
     /// is not too late could join it any more. An item at `t` is too late
     /// once the watermark passes `t + gap + lateness`, and joins a session
@@ -659,6 +680,11 @@ where
 
     async fn process(&mut self, item: T, out: &mut Emitter<S::Out>) -> Result<(), WindowError> {
         let stamp = (self.time)(&item).event_time().ok_or(WindowError::NoEventTime)?;
+        if !self.spec.representable(stamp.time) {
+            // A time at the very ends of the range (a sentinel) has no
+            // window: no usable event time.
+            return Err(WindowError::NoEventTime);
+        }
         let judge = LateRoute::<T>::judge(stamp, self.watermark);
         let added = match self.spec.kind {
             Kind::Fixed { .. } => self.add_fixed(item, stamp, judge, out).await,

@@ -328,7 +328,10 @@ where
     async fn forget(&mut self, watermark: Timestamp, out: &mut Emitter<M::Out>) {
         self.watermark = self.watermark.max(watermark);
         let watermark = self.watermark;
-        if self.next_forget >= watermark {
+        // The final watermark forgets everything, intervals that reach the
+        // end of time included.
+        let all = watermark == Timestamp::MAX;
+        if self.next_forget >= watermark && !all {
             return;
         }
         let (before, after) = (self.spec.before, self.spec.after);
@@ -338,7 +341,7 @@ where
         for lefts in self.lefts.values_mut() {
             lefts.retain_mut(|l| {
                 let until = plus(l.time, after);
-                if until < watermark {
+                if until < watermark || all {
                     if l.matched {
                         done.push(std::mem::take(&mut l.held));
                     } else {
@@ -354,7 +357,7 @@ where
         for rights in self.rights.values_mut() {
             rights.retain_mut(|r| {
                 let until = plus(r.time, before);
-                if until < watermark {
+                if until < watermark || all {
                     done.push(std::mem::take(&mut r.held));
                     false
                 } else {

@@ -152,7 +152,8 @@ where
         if self.idle {
             return None;
         }
-        Some(self.last_item? + self.idle_after?)
+        // A timeout too long to represent never fires.
+        self.last_item?.checked_add(self.idle_after?)
     }
 
     async fn on_timer(&mut self, out: &mut Emitter<Timed<T>>) -> Result<(), NoEventTime> {
@@ -162,7 +163,7 @@ where
             return Ok(());
         }
         if let (Some(last), Some(after)) = (self.last_item, self.idle_after)
-            && last + after <= Instant::now()
+            && last.checked_add(after).is_some_and(|at| at <= Instant::now())
         {
             self.idle = true;
             out.mark_idle();

@@ -89,10 +89,23 @@ impl NodeStats {
         self.handles.queued.set(queued as f64);
     }
 
-    /// The node's input watermark moved to `t`.
+    /// The node's watermark moved to `t`.
     pub(crate) fn set_watermark(&self, t: crate::time::Timestamp) {
+        self.store_watermark(t);
+        self.publish_watermark();
+    }
+
+    /// Notes the node's watermark without publishing it (cheap enough for
+    /// every item).
+    pub(crate) fn store_watermark(&self, t: crate::time::Timestamp) {
         self.watermark.store(t.as_millis(), Ordering::Relaxed);
-        if t < crate::time::Timestamp::MAX {
+    }
+
+    /// Publishes the noted watermark, and its lag, in the metrics facade.
+    pub(crate) fn publish_watermark(&self) {
+        if let Some(t) = self.watermark()
+            && t < crate::time::Timestamp::MAX
+        {
             self.handles.watermark.set(t.as_millis() as f64);
         }
         self.watermark_lag();
