@@ -72,12 +72,40 @@ impl<T: Serialize> Encoder<T> for Json {
 
 /// bincode (standard configuration) through serde: compact and fast,
 /// between programs that share the Rust types.
+///
+/// # Hostile payloads
+///
+/// A length prefix is checked before anything is allocated for it: a
+/// payload of `n` bytes never makes the decoder allocate a string or byte
+/// buffer of more than `max(64 KiB, 16 × n)` bytes (a valid value never
+/// claims more than its payload), so a few bytes claiming gigabytes are a
+/// decode error, not an abort. Collections preallocate at most about 1 MiB
+/// each before their elements are read (serde's cautious size hint).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
+/// Decodes with a bincode limit on the bytes a value may claim: the
+/// smallest of a few sizes, 16 times apart, that the payload fits in.
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    const KIB_64: usize = 1 << 16;
+    const MIB_1: usize = 1 << 20;
+    const MIB_16: usize = 1 << 24;
+    const MIB_256: usize = 1 << 28;
+    const GIB_4: usize = 1 << 32;
+    match bytes.len() {
+        n if n <= KIB_64 => decode_from_slice(bytes, standard().with_limit::<KIB_64>()),
+        n if n <= MIB_1 => decode_from_slice(bytes, standard().with_limit::<MIB_1>()),
+        n if n <= MIB_16 => decode_from_slice(bytes, standard().with_limit::<MIB_16>()),
+        n if n <= MIB_256 => decode_from_slice(bytes, standard().with_limit::<MIB_256>()),
+        _ => decode_from_slice(bytes, standard().with_limit::<GIB_4>()),
+    }
+}
+
 impl<T: DeserializeOwned> Decoder<T> for Bincode {
     fn decode(&self, bytes: &[u8]) -> Result<T, BoxError> {
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+        let (value, read) = decode_limited(bytes)?;
         if read != bytes.len() {
             return Err(format!("{} trailing bytes after the bincode value", bytes.len() - read).into());
         }
