@@ -54,6 +54,7 @@ mod dead_letters;
 mod error;
 mod offsets;
 mod record;
+mod secrets;
 mod sink;
 mod source;
 mod startup;

@@ -20,10 +20,22 @@ use crate::record::Outgoing;
 use crate::startup;
 
 /// Builds a [`KafkaSink`]; see [`KafkaSink::builder`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows every setting but the values of secrets
+/// (passwords, client secrets, tokens, private keys).
+#[derive(Clone)]
 pub struct KafkaSinkBuilder {
     config: ClientConfig,
     default_topic: Option<String>,
+}
+
+impl std::fmt::Debug for KafkaSinkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSinkBuilder")
+            .field("config", &crate::secrets::Redacted(&self.config))
+            .field("default_topic", &self.default_topic)
+            .finish()
+    }
 }
 
 impl KafkaSinkBuilder {

@@ -65,7 +65,10 @@ pub enum DecodeErrors {
 }
 
 /// Builds a [`KafkaSource`]; see [`KafkaSource::builder`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows every setting but the values of secrets
+/// (passwords, client secrets, tokens, private keys).
+#[derive(Clone)]
 pub struct KafkaSourceBuilder {
     config: ClientConfig,
     topics: Vec<String>,
@@ -77,6 +80,23 @@ pub struct KafkaSourceBuilder {
     keep_payload: bool,
     startup: Startup,
     event_time: Option<EventTimeConfig>,
+}
+
+impl std::fmt::Debug for KafkaSourceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSourceBuilder")
+            .field("config", &crate::secrets::Redacted(&self.config))
+            .field("topics", &self.topics)
+            .field("start", &self.start)
+            .field("decode_errors", &self.decode_errors)
+            .field("commit_interval", &self.commit_interval)
+            .field("batch", &self.batch)
+            .field("auto_commit", &self.auto_commit)
+            .field("keep_payload", &self.keep_payload)
+            .field("startup", &self.startup)
+            .field("event_time", &self.event_time)
+            .finish()
+    }
 }
 
 /// What the source checks and waits for when it starts.
