@@ -23,7 +23,10 @@
 //! - with `--until-end` it reads every partition up to the end it had at
 //!   start, then drains, commits and exits with status 0;
 //! - if no broker answers within `--startup-timeout` seconds, or an input
-//!   topic does not exist, it exits with status 1 and says why.
+//!   topic does not exist, it exits with status 1 and says why;
+//! - `--set KEY=VALUE` (any number) passes librdkafka settings (TLS, SASL)
+//!   to the consumer and both producers; a password or key given this way
+//!   appears in none of its output, at any `RUST_LOG` level.
 //!
 //! Run more copies with the same `--group` to split the partitions.
 
@@ -37,7 +40,9 @@ use nanostream_kafka::{DeadLetterSink, KafkaSink, KafkaSource, Outgoing, Raw, Re
 use serde_json::{Map, Value};
 
 /// Copy JSON objects between Kafka topics, tagging them with their source.
-#[derive(Debug, Parser)]
+///
+/// (No `Debug`: the settings may hold secrets.)
+#[derive(Parser)]
 struct Args {
     /// Kafka bootstrap servers, `HOST:PORT[,HOST:PORT...]`.
     #[arg(long)]
@@ -66,6 +71,19 @@ struct Args {
     /// Seconds to wait for the brokers at start before giving up.
     #[arg(long, default_value_t = 10)]
     startup_timeout: u64,
+    /// A librdkafka setting, `KEY=VALUE`, for the consumer, the producer and
+    /// the dead-letter producer alike (TLS, SASL, tuning); repeatable.
+    /// Secrets given this way appear in no output.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err("expected KEY=VALUE".to_owned()),
+    }
 }
 
 /// Why a message is rejected.
@@ -144,7 +162,14 @@ async fn report_progress(running: &TopologyHandle, deliveries: &nanostream_kafka
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let source = KafkaSource::builder(&args.brokers, &args.group)
+    let mut source = KafkaSource::builder(&args.brokers, &args.group);
+    let (mut sink, mut letters) = (KafkaSink::builder(&args.brokers), KafkaSink::builder(&args.brokers));
+    for (key, value) in &args.settings {
+        source = source.set(key, value.as_str());
+        sink = sink.set(key, value.as_str());
+        letters = letters.set(key, value.as_str());
+    }
+    let source = source
         .topics(&args.input)
         // Small groups rebalance in seconds rather than tens of seconds.
         .set("session.timeout.ms", "6000")
@@ -156,7 +181,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // The dead-letter sink writes rejected messages as they were read.
         .keep_payload(true)
         .build(Raw)?;
-    let sink = KafkaSink::builder(&args.brokers).build(Raw)?;
+    let sink = sink.build(Raw)?;
     let deliveries = sink.deliveries();
 
     let mut g = Topology::builder();
@@ -165,7 +190,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     g.sink("produce", sink, tagged);
     // Rejected messages, unchanged, with why and where from in headers: the
     // same format as messages the source could not decode.
-    let dead_letters = DeadLetterSink::new(KafkaSink::builder(&args.brokers), &args.dead_letter)?;
+    let dead_letters = DeadLetterSink::new(letters, &args.dead_letter)?;
     g.sink("dead_letters", dead_letters, rejected);
     let running = g.build()?.start();
     eprintln!(

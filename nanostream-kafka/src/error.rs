@@ -4,9 +4,10 @@ use nanostream::error::BoxError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// librdkafka reported an error (configuration, connection, ...).
+    /// librdkafka reported an error (configuration, connection, ...). The
+    /// value of a secret setting is never in it.
     #[error(transparent)]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     /// A [`DeadLetterSink`](crate::DeadLetterSink) was given a record
     /// without its original bytes: the source needs
     /// [`keep_payload`](crate::KafkaSourceBuilder::keep_payload).
@@ -92,4 +93,20 @@ pub enum Error {
     /// The node was run without its setup (a bug in a custom runtime).
     #[error("the Kafka node was run before its setup")]
     NotSetUp,
+}
+
+impl From<rdkafka::error::KafkaError> for Error {
+    /// Keeps librdkafka's error, without the value of a secret setting:
+    /// librdkafka puts the offending value in configuration errors.
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::error::KafkaError;
+        match error {
+            KafkaError::ClientConfig(code, description, key, value) if crate::secrets::is_secret(&key) => {
+                let description =
+                    if value.is_empty() { description } else { description.replace(&value, "[redacted]") };
+                Self::Kafka(KafkaError::ClientConfig(code, description, key, "[redacted]".to_owned()))
+            }
+            other => Self::Kafka(other),
+        }
+    }
 }

@@ -354,15 +354,29 @@ impl Drop for Etl {
 /// Runs `kafka_etl` with `args` to its exit (at most `limit`); returns its
 /// exit code, how long it ran, and its stderr lines.
 fn run_etl(args: Vec<String>, limit: Duration) -> (Option<i32>, Duration, Vec<String>) {
+    let (code, elapsed, _, stderr) = run_etl_with(args, &[], limit);
+    (code, elapsed, stderr)
+}
+
+/// The same with environment variables; returns stdout's lines too.
+fn run_etl_with(
+    args: Vec<String>,
+    envs: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<i32>, Duration, Vec<String>, Vec<String>) {
     let started = Instant::now();
     let mut child = Command::new(etl_binary())
         .args(&args)
-        .stdout(Stdio::null())
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kafka_etl starts");
-    let stderr = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let lines = |pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || BufReader::new(pipe).lines().map_while(Result::ok).collect::<Vec<_>>())
+    };
+    let stdout = lines(Box::new(child.stdout.take().expect("piped")));
+    let stderr = lines(Box::new(child.stderr.take().expect("piped")));
     let status = loop {
         if let Some(status) = child.try_wait().expect("waitable") {
             break status;
@@ -375,7 +389,76 @@ fn run_etl(args: Vec<String>, limit: Duration) -> (Option<i32>, Duration, Vec<St
         std::thread::sleep(Duration::from_millis(20));
     };
     let elapsed = started.elapsed();
-    (status.code(), elapsed, reader.join().expect("reader"))
+    (status.code(), elapsed, stdout.join().expect("reader"), stderr.join().expect("reader"))
+}
+
+/// Secrets given with `--set` appear nowhere in `kafka_etl`'s output at
+/// `RUST_LOG=trace` with librdkafka's own debug logs on: not when it runs
+/// to the end, not when it cannot log in, not in a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_given_with_set_appear_in_no_output() {
+    let _serial = serial().await;
+    let (input, output, dlq, group) =
+        (unique("secret-in"), unique("secret-out"), unique("secret-dlq"), unique("secret"));
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    create_topic(&dlq, 1).await;
+    produce_unbatched(&input, (0..20).map(|i| (Some(i.to_string()), format!(r#"{{"id":{i}}}"#).into_bytes()))).await;
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "--brokers",
+            &brokers(),
+            "--group",
+            &group,
+            "--input",
+            &input,
+            "--output",
+            &output,
+            "--dead-letter",
+            &dlq,
+            "--until-end",
+            "--startup-timeout",
+            "3",
+            "--set",
+            "debug=all",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let secret = "hunter2-7f3a9c";
+    let runs = [
+        // Plaintext: the password is set but unused; the copy succeeds.
+        (base(&["--set", &format!("sasl.password={secret}"), "--set", "sasl.username=alice"]), Some(0)),
+        // SASL against a broker without it: the login never happens.
+        (
+            base(&[
+                "--set",
+                "security.protocol=sasl_plaintext",
+                "--set",
+                "sasl.mechanism=PLAIN",
+                "--set",
+                "sasl.username=alice",
+                "--set",
+                &format!("sasl.password={secret}"),
+            ]),
+            Some(1),
+        ),
+        // A setting this build rejects, carrying the secret as its value.
+        (base(&["--set", &format!("ssl.key.password={secret}")]), Some(1)),
+    ];
+    for (args, expected) in runs {
+        let (code, _, stdout, stderr) =
+            tokio::task::spawn_blocking(move || run_etl_with(args, &[("RUST_LOG", "trace")], Duration::from_secs(120)))
+                .await
+                .expect("runner");
+        let all = [stdout, stderr].concat().join("\n");
+        assert_eq!(code, expected, "exit status; output:\n{all}");
+        assert!(all.lines().count() > 1 || expected == Some(1), "it said something:\n{all}");
+        assert!(!all.contains(secret), "the secret leaked:\n{all}");
+    }
 }
 
 /// `--until-end` copies what the input held at start, then drains,
