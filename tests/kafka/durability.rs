@@ -530,3 +530,116 @@ async fn misconfigured_etl_exits_non_zero_fast_with_a_clear_error() {
         println!("{at} {input}: exit {code:?} after {elapsed:?}, {} lines", log.len());
     }
 }
+
+/// A message as it is on the broker, bytes and all.
+#[derive(Debug, Clone, PartialEq)]
+struct RawMessage {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Reads `expected` messages of a one-partition `topic` as they are.
+fn read_raw(topic: &str, expected: usize) -> Vec<RawMessage> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("raw-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("readable");
+            let headers = message
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                .unwrap_or_default();
+            out.push(RawMessage {
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Poison records never stop the pipeline: a key and a header value that
+/// are not UTF-8 and a header without a value go through untouched; a
+/// payload near the size limit and one that is not UTF-8 go to the
+/// dead-letter topic with their original bytes; what follows still flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_rest_flows() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let _serial = serial().await;
+    let (input, output, dlq, group) =
+        (unique("poison-in"), unique("poison-out"), unique("poison-dlq"), unique("poison"));
+    for topic in [&input, &output, &dlq] {
+        create_topic(topic, 1).await;
+    }
+    let huge = vec![b'x'; 900_000];
+    let not_utf8 = vec![0xff, 0x00, 0x80];
+    let odd_key = vec![0xff, 0xfe, b'k'];
+    let odd_header = vec![0xc3, 0x28];
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
+        .create()
+        .expect("producer");
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "bin", value: Some(&odd_header) })
+        .insert(Header { key: "empty", value: None::<&[u8]> });
+    type Produced<'a> = (Option<&'a [u8]>, &'a [u8], Option<OwnedHeaders>);
+    let messages: Vec<Produced> = vec![
+        (Some(&odd_key), br#"{"id":1}"#, Some(headers)),
+        (None, &huge, None),
+        (None, &not_utf8, None),
+        (None, br#"{"id":4}"#, None),
+    ];
+    for (key, payload, headers) in messages {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&input).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("delivered");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flushed");
+
+    let args =
+        ["--brokers", &brokers(), "--group", &group, "--input", &input, "--output", &output, "--dead-letter", &dlq]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["--until-end".to_owned()])
+            .collect();
+    let (code, _, _, log) =
+        tokio::task::spawn_blocking(move || run_etl_with(args, &[], Duration::from_secs(120))).await.expect("runner");
+    assert_eq!(code, Some(0), "the poison did not stop it; log:\n{}", log.join("\n"));
+
+    let (out, letters) =
+        tokio::task::spawn_blocking(move || (read_raw(&output, 2), read_raw(&dlq, 2))).await.expect("reader");
+    assert_eq!(out.len(), 2, "both objects copied");
+    assert_eq!(out[0].key.as_deref(), Some(&odd_key[..]), "the key, byte for byte");
+    assert_eq!(
+        out[0].headers,
+        [("bin".to_owned(), Some(odd_header.clone())), ("empty".to_owned(), None)],
+        "the headers, byte for byte, the one without a value included"
+    );
+    assert!(String::from_utf8_lossy(&out[1].payload).contains(r#""id":4"#), "what follows the poison flows");
+    assert_eq!(letters.len(), 2, "both poison payloads dead-lettered");
+    assert_eq!(letters[0].payload, huge, "the large payload, as it was");
+    assert_eq!(letters[1].payload, not_utf8, "the payload that is not UTF-8, as it was");
+    for letter in &letters {
+        assert!(letter.headers.iter().any(|(k, v)| k == "error" && v.is_some()), "{:?}", letter.headers);
+    }
+}
