@@ -34,6 +34,21 @@ fn event_time(e: &Event) -> Timestamp {
     ms(e.1)
 }
 
+/// Runs `g`, which must fail, naming `node` and saying `says`.
+async fn fails_naming(g: nanostream::TopologyBuilder, node: &str, says: &str) {
+    let error = g.build().expect("valid").run().await.expect_err("fails by default");
+    let message = nanostream::error::Report::from(error).to_string();
+    assert!(message.contains(node) && message.contains(says), "{message}");
+}
+
+/// Runs `g` to completion; returns the errors counted on `node`.
+async fn errors_when_run(g: nanostream::TopologyBuilder, node: &str) -> u64 {
+    let running = g.build().expect("valid").start();
+    let monitor = running.monitor();
+    running.join().await.expect("runs");
+    monitor.snapshot().iter().find(|n| n.name == node).map_or(0, |n| n.errors)
+}
+
 /// Passes items on and reports every watermark it sees.
 struct Probe<T> {
     seen: mpsc::UnboundedSender<Timestamp>,
@@ -386,18 +401,10 @@ async fn a_window_without_a_late_output_fails_on_a_late_item_and_skip_errors_cou
         }
         (g, results)
     };
-    let (g, _) = build(false);
-    let error = g.build().expect("valid").run().await.expect_err("a late item is an error");
-    let message = nanostream::error::Report::from(error).to_string();
-    assert!(message.contains("counts") && message.contains("too late"), "{message}");
-
+    fails_naming(build(false).0, "counts", "too late").await;
     let (g, results) = build(true);
-    let running = g.build().expect("valid").start();
-    let monitor = running.monitor();
-    running.join().await.expect("skipped");
+    assert_eq!(errors_when_run(g, "counts").await, 1, "the skipped late item is counted");
     assert_eq!(results.count().await, 1);
-    let errors = monitor.snapshot().into_iter().find(|n| n.name == "counts").map(|n| n.errors);
-    assert_eq!(errors, Some(1), "the skipped late item is counted");
 }
 
 /// Batches of events, each with an acknowledgement guard whose outcome is
@@ -1063,18 +1070,11 @@ async fn an_item_without_a_usable_time_follows_the_error_policy() {
         }
         (g, out)
     };
-    let (g, _) = build(false);
-    let error = g.build().expect("valid").run().await.expect_err("fails by default");
-    let message = nanostream::error::Report::from(error).to_string();
-    assert!(message.contains("timed") && message.contains("no usable event time"), "{message}");
-
+    fails_naming(build(false).0, "timed", "no usable event time").await;
     let (g, out) = build(true);
-    let running = g.build().expect("valid").start();
-    let monitor = running.monitor();
-    running.join().await.expect("skipped");
+    assert_eq!(errors_when_run(g, "timed").await, 1);
     let times: Vec<_> = out.map(|t: Timed<Option<i64>>| t.item).collect().await;
     assert_eq!(times, [Some(1_000), Some(2_000)]);
-    assert_eq!(monitor.snapshot().iter().find(|n| n.name == "timed").map(|n| n.errors), Some(1));
 }
 
 // ---------------------------------------------------------------------------

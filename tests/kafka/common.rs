@@ -61,13 +61,17 @@ pub async fn produce(topic: &str, messages: impl IntoIterator<Item = (Option<Str
 /// Like [`produce`], one record per batch: the test broker's high watermark
 /// (the end offset a bounded read stops at) is right only then (BROKER.md).
 pub async fn produce_unbatched(topic: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
-    let producer = ClientConfig::new()
+    produce_with(unbatched_producer(), topic, messages).await;
+}
+
+/// A producer that sends one record per batch (see [`produce_unbatched`]).
+pub fn unbatched_producer() -> FutureProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "0")
         .set("batch.num.messages", "1")
         .create()
-        .expect("producer");
-    produce_with(producer, topic, messages).await;
+        .expect("producer")
 }
 
 async fn produce_with(

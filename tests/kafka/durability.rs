@@ -351,6 +351,14 @@ impl Drop for Etl {
     }
 }
 
+/// `kafka_etl`'s arguments for a bounded copy from `input` to `output`,
+/// dead letters to `dlq`, then `extra`.
+fn bounded_etl_args(group: &str, input: &str, output: &str, dlq: &str, extra: &[&str]) -> Vec<String> {
+    let brokers = brokers();
+    let base = ["--brokers", &brokers, "--group", group, "--input", input, "--output", output, "--dead-letter", dlq];
+    base.iter().chain(&["--until-end"]).chain(extra).map(|s| (*s).to_owned()).collect()
+}
+
 /// Runs `kafka_etl` with `args` to its exit (at most `limit`); returns its
 /// exit code, how long it ran, and its stderr lines.
 fn run_etl(args: Vec<String>, limit: Duration) -> (Option<i32>, Duration, Vec<String>) {
@@ -404,27 +412,9 @@ async fn secrets_given_with_set_appear_in_no_output() {
     create_topic(&output, 1).await;
     create_topic(&dlq, 1).await;
     produce_unbatched(&input, (0..20).map(|i| (Some(i.to_string()), format!(r#"{{"id":{i}}}"#).into_bytes()))).await;
-    let base = |extra: &[&str]| -> Vec<String> {
-        let mut args = vec![
-            "--brokers",
-            &brokers(),
-            "--group",
-            &group,
-            "--input",
-            &input,
-            "--output",
-            &output,
-            "--dead-letter",
-            &dlq,
-            "--until-end",
-            "--startup-timeout",
-            "3",
-            "--set",
-            "debug=all",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
+    let base = |extra: &[&str]| {
+        let mut args =
+            bounded_etl_args(&group, &input, &output, &dlq, &["--startup-timeout", "3", "--set", "debug=all"]);
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     };
@@ -475,21 +465,7 @@ async fn until_end_copies_what_was_there_and_exits_zero() {
     // One record per batch: the test broker's end offsets are right only
     // then (BROKER.md).
     produce_unbatched(&input, (0..N).map(|i| (Some(i.to_string()), format!(r#"{{"id":{i}}}"#).into_bytes()))).await;
-    let args = [
-        "--brokers",
-        &brokers(),
-        "--group",
-        &group,
-        "--input",
-        &input,
-        "--output",
-        &output,
-        "--dead-letter",
-        &dlq,
-        "--until-end",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let args = bounded_etl_args(&group, &input, &output, &dlq, &[]);
     let (code, elapsed, log) =
         tokio::task::spawn_blocking(move || run_etl(args, Duration::from_secs(120))).await.expect("runner");
     assert_eq!(code, Some(0), "exit status; log:\n{}", log.join("\n"));
@@ -577,7 +553,7 @@ fn read_raw(topic: &str, expected: usize) -> Vec<RawMessage> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_rest_flows() {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::producer::{FutureRecord, Producer};
     let _serial = serial().await;
     let (input, output, dlq, group) =
         (unique("poison-in"), unique("poison-out"), unique("poison-dlq"), unique("poison"));
@@ -588,12 +564,7 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_rest_flo
     let not_utf8 = vec![0xff, 0x00, 0x80];
     let odd_key = vec![0xff, 0xfe, b'k'];
     let odd_header = vec![0xc3, 0x28];
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .expect("producer");
+    let producer = unbatched_producer();
     let headers = OwnedHeaders::new()
         .insert(Header { key: "bin", value: Some(&odd_header) })
         .insert(Header { key: "empty", value: None::<&[u8]> });
@@ -616,12 +587,7 @@ async fn poison_records_go_to_the_dead_letters_with_their_bytes_and_the_rest_flo
     }
     producer.flush(Duration::from_secs(10)).expect("flushed");
 
-    let args =
-        ["--brokers", &brokers(), "--group", &group, "--input", &input, "--output", &output, "--dead-letter", &dlq]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(["--until-end".to_owned()])
-            .collect();
+    let args = bounded_etl_args(&group, &input, &output, &dlq, &[]);
     let (code, _, _, log) =
         tokio::task::spawn_blocking(move || run_etl_with(args, &[], Duration::from_secs(120))).await.expect("runner");
     assert_eq!(code, Some(0), "the poison did not stop it; log:\n{}", log.join("\n"));

@@ -9,8 +9,7 @@ use std::time::Duration;
 use nanostream::operators::{Emission, Late, Windows};
 use nanostream::prelude::*;
 use nanostream_kafka::{Json, KafkaSource, Record};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::common::*;
@@ -77,12 +76,7 @@ fn offsets(plan: &[Planned]) -> Vec<(i32, i64, Planned)> {
 }
 
 async fn produce_plan(topic: &str, plan: &[Planned]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "1")
-        .create()
-        .expect("producer");
+    let producer = unbatched_producer();
     for &(partition, t, key, v) in plan {
         let payload = serde_json::to_vec(&Sale { key: key.into(), v }).expect("json");
         let record = FutureRecord::<(), _>::to(topic).partition(partition).timestamp(BASE + t).payload(&payload);
