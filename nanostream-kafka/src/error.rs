@@ -36,13 +36,25 @@ pub enum Error {
     /// ([`KafkaSourceBuilder::startup_timeout`](crate::KafkaSourceBuilder::startup_timeout)),
     /// with [`require_brokers`](crate::KafkaSourceBuilder::require_brokers)
     /// on or a bounded read asked for.
-    #[error("no Kafka broker answered within {}s", waited.as_secs())]
+    #[error("no Kafka broker answered within {}s{}", waited.as_secs(), last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     Unreachable {
         /// How long the source waited.
         waited: std::time::Duration,
-        /// librdkafka's last error.
+        /// The client's last connection error, if it reported one.
+        last_error: Option<String>,
+        /// librdkafka's answer to the last request.
         #[source]
         source: rdkafka::error::KafkaError,
+    },
+    /// The brokers refused the connection at its security checks: a TLS
+    /// handshake that failed (a certificate not trusted or not valid for
+    /// the host, a client certificate missing or rejected) or a failed SASL
+    /// login. Not retried: trying again cannot fix settings. See
+    /// [`Security`](crate::Security).
+    #[error("the connection to Kafka failed its security checks (not retried): {reason}")]
+    Security {
+        /// librdkafka's description of the failure.
+        reason: String,
     },
     /// A topic the source subscribes to does not exist.
     #[error("topic `{topic}` does not exist")]

@@ -55,6 +55,7 @@ mod error;
 mod offsets;
 mod record;
 mod secrets;
+mod security;
 mod sink;
 mod source;
 mod startup;
@@ -63,5 +64,6 @@ pub use codec::{Bincode, Decoder, EncodeWith, Encoder, Json, Raw, Utf8, encode_w
 pub use dead_letters::DeadLetterSink;
 pub use error::Error;
 pub use record::{Header, Outgoing, Record};
+pub use security::{Scram, Security};
 pub use sink::{Deliveries, KafkaSink, KafkaSinkBuilder};
 pub use source::{DecodeErrors, KafkaSource, KafkaSourceBuilder, StartFrom};

@@ -17,6 +17,7 @@ use crate::blocking::OffWorker;
 use crate::codec::Encoder;
 use crate::error::Error;
 use crate::record::Outgoing;
+use crate::security::{Connection, Security};
 use crate::startup;
 
 /// Builds a [`KafkaSink`]; see [`KafkaSink::builder`].
@@ -45,6 +46,14 @@ impl KafkaSinkBuilder {
         self
     }
 
+    /// Encrypts the connections and logs in as `security` says (TLS, SASL).
+    /// A refusal at the security checks fails the sink with
+    /// [`Error::Security`].
+    pub fn security(mut self, security: &Security) -> Self {
+        security.apply(&mut self.config);
+        self
+    }
+
     /// Sets any librdkafka producer property, for example `linger.ms`,
     /// `compression.type` or `acks`.
     pub fn set(mut self, key: &str, value: impl Into<String>) -> Self {
@@ -60,7 +69,8 @@ impl KafkaSinkBuilder {
     /// librdkafka rejected the configuration.
     pub fn build<T, E: Encoder<T>>(self, encoder: E) -> Result<KafkaSink<T, E>, Error> {
         let shared = Arc::new(Shared::default());
-        let producer = self.config.create_with_context(SinkContext { shared: shared.clone() })?;
+        let connection = Connection::new(&self.config);
+        let producer = self.config.create_with_context(SinkContext { shared: shared.clone(), connection })?;
         Ok(KafkaSink {
             producer: OffWorker::new(producer),
             encoder,
@@ -127,15 +137,19 @@ struct Shared {
 
 struct SinkContext {
     shared: Arc<Shared>,
+    /// Refusals at the security checks.
+    connection: Connection,
 }
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         startup::repeats().client_log("producer", level, fac, log_message);
+        self.connection.client_log(fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         startup::repeats().client_error("producer", &error, reason);
+        self.connection.client_error(&error, reason);
     }
 }
 
@@ -365,7 +379,9 @@ where
 
     async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
         let _ = self.shared.ctx.set(ctx.clone());
-        Ok(())
+        let connection = &self.producer.context().connection;
+        connection.set_context(ctx);
+        connection.check()
     }
 
     fn hold(&mut self, acks: Acks) -> Acks {

@@ -27,6 +27,7 @@ use crate::codec::Decoder;
 use crate::error::Error;
 use crate::offsets::{BatchGuard, Offsets};
 use crate::record::{Header, Record};
+use crate::security::{Connection, Security};
 use crate::startup::{self, Quiet, Repeats};
 
 /// Where a partition starts being read.
@@ -278,6 +279,15 @@ impl KafkaSourceBuilder {
         self
     }
 
+    /// Encrypts the connections and logs in as `security` says (TLS, SASL);
+    /// the dead-letter producer of
+    /// [`DecodeErrors::DeadLetter`] connects the same way. A refusal at the
+    /// security checks fails the source with [`Error::Security`].
+    pub fn security(mut self, security: &Security) -> Self {
+        security.apply(&mut self.config);
+        self
+    }
+
     /// Sets any librdkafka consumer property, for example
     /// `session.timeout.ms` or `security.protocol`. Overrides what the
     /// builder sets.
@@ -393,9 +403,13 @@ impl KafkaSourceBuilder {
         let DecodeErrors::DeadLetter(topic) = &self.decode_errors else { return Ok(None) };
         // The connection settings the consumer was given (brokers, TLS,
         // SASL, ...) apply to the dead-letter producer too.
+        // `config_map` masks the values of sensitive keys (passwords): read
+        // each value with `get`.
         let mut producer = ClientConfig::new();
-        for (key, value) in config.config_map() {
-            if CONNECTION_SETTINGS.iter().any(|prefix| key.starts_with(prefix)) {
+        for key in config.config_map().into_keys() {
+            if CONNECTION_SETTINGS.iter().any(|prefix| key.starts_with(prefix))
+                && let Some(value) = config.get(key)
+            {
                 producer.set(key, value);
             }
         }
@@ -418,6 +432,7 @@ impl KafkaSourceBuilder {
             group,
             joined: Mutex::default(),
             assigned: AtomicBool::new(false),
+            connection: Connection::new(&config),
         };
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         Ok(KafkaSource {
@@ -595,15 +610,19 @@ pub(crate) struct SourceContext {
     joined: Mutex<Option<Instant>>,
     /// Partitions were assigned at least once.
     assigned: AtomicBool,
+    /// Refusals at the security checks, and the latest error.
+    connection: Connection,
 }
 
 impl ClientContext for SourceContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         startup::repeats().client_log("consumer", level, fac, log_message);
+        self.connection.client_log(fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         startup::repeats().client_error("consumer", &error, reason);
+        self.connection.client_error(&error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -727,11 +746,32 @@ impl<T, D> KafkaSource<T, D> {
         let consumer = Arc::clone(&self.consumer);
         let topics = self.topics.clone();
         let startup = self.startup;
-        let checked = blocking(move || {
-            let partitions = startup::partitions(&*consumer, &topics, startup.timeout, startup.allow_missing_topics)?;
-            if startup.until_end { startup::bounds(&*consumer, &partitions, startup.timeout) } else { Ok(Vec::new()) }
-        })
-        .await;
+        let mut check = pin!(blocking(move || {
+            let connection = &consumer.context().connection;
+            let partitions =
+                startup::partitions(&*consumer, &topics, startup.timeout, startup.allow_missing_topics, connection)?;
+            if startup.until_end {
+                startup::bounds(&*consumer, &partitions, startup.timeout, connection)
+            } else {
+                Ok(Vec::new())
+            }
+        }));
+        // librdkafka queues the client's log lines and errors for the
+        // consumer's poll (rdkafka's `log.queue`): serve them meanwhile, so
+        // that a refusal at the security checks is heard and ends the
+        // check at once. Nothing is subscribed yet, so no message comes.
+        let mut events = self.consumer.stream();
+        let checked = loop {
+            tokio::select! {
+                checked = &mut check => break checked,
+                Some(event) = events.next() => {
+                    if let Err(error) = event {
+                        tracing::debug!(%error, "consumer error while starting");
+                    }
+                }
+            }
+        };
+        drop(events);
         match checked {
             // The runtime is shutting down.
             None => Ok(()),
@@ -750,11 +790,12 @@ impl<T, D> KafkaSource<T, D> {
                 }
                 Ok(())
             }
-            Some(Err(Error::Unreachable { waited, source }))
+            Some(Err(Error::Unreachable { waited, last_error, source }))
                 if !self.startup.require_brokers && !self.startup.until_end =>
             {
                 tracing::warn!(
                     error = %source,
+                    last_error = last_error.as_deref().unwrap_or("none"),
                     "no Kafka broker answered within {}s; still trying (require_brokers(true) fails instead)",
                     waited.as_secs()
                 );
@@ -966,6 +1007,9 @@ where
     async fn setup(&mut self, ctx: &Context) -> Result<(), Error> {
         self.offsets.set_context(ctx);
         self.ctx = Some(ctx.clone());
+        let connection = &self.consumer.context().connection;
+        connection.set_context(ctx);
+        connection.check()?;
         self.check_cluster().await?;
         let group = self.consumer.context().group.clone();
         tracing::info!(node = %ctx.name(), "joining group {group} for topics {}", self.topics.join(", "));
@@ -1354,6 +1398,7 @@ mod tests {
             group: "g".into(),
             joined: Mutex::default(),
             assigned: AtomicBool::new(false),
+            connection: Connection::default(),
         };
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::Error;
+use crate::security::Connection;
 
 /// Identical client errors within this window are counted, not repeated.
 const REPEAT_WINDOW: Duration = Duration::from_secs(60);
@@ -167,12 +168,15 @@ impl ClientContext for Quiet {
 /// # Errors
 ///
 /// [`Error::Unreachable`] if no broker answered in time,
-/// [`Error::UnknownTopic`] for the first topic the cluster does not have.
+/// [`Error::Security`] as soon as the brokers refuse the connection at its
+/// security checks, [`Error::UnknownTopic`] for the first topic the cluster
+/// does not have.
 pub(crate) fn partitions<C, K>(
     consumer: &K,
     topics: &[String],
     timeout: Duration,
     allow_missing: bool,
+    connection: &Connection,
 ) -> Result<Vec<(String, i32)>, Error>
 where
     C: rdkafka::consumer::ConsumerContext,
@@ -180,7 +184,7 @@ where
 {
     let mut partitions = Vec::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|source| unreachable(timeout, source))?;
+        let metadata = ask(timeout, connection, |wait| consumer.fetch_metadata(Some(topic), wait))?;
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         let missing = match found {
             None => true,
@@ -201,8 +205,36 @@ where
     Ok(partitions)
 }
 
-fn unreachable(waited: Duration, source: KafkaError) -> Error {
-    Error::Unreachable { waited, source }
+/// How long one request of the start-up checks waits before the client's
+/// connection errors are looked at again.
+const ASK_SLICE: Duration = Duration::from_secs(1);
+
+/// Asks the brokers with `request` (given how long it may wait) until they
+/// answer or `timeout` passes, stopping as soon as they refuse the
+/// connection at its security checks.
+fn ask<R>(
+    timeout: Duration,
+    connection: &Connection,
+    mut request: impl FnMut(Duration) -> KafkaResult<R>,
+) -> Result<R, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        connection.check()?;
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        match request(left.min(ASK_SLICE)) {
+            Ok(answer) => return Ok(answer),
+            Err(source) if Instant::now() >= deadline => {
+                connection.check()?;
+                return Err(Error::Unreachable { waited: timeout, last_error: connection.why_unreachable(), source });
+            }
+            Err(_) => {
+                // A request that failed at once must not spin.
+                let pause = Duration::from_millis(100).saturating_sub(started.elapsed());
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+            }
+        }
+    }
 }
 
 /// Each partition's first and one-past-last offsets, as the brokers
@@ -211,6 +243,7 @@ pub(crate) fn bounds<C, K>(
     consumer: &K,
     partitions: &[(String, i32)],
     timeout: Duration,
+    connection: &Connection,
 ) -> Result<Vec<(String, i32, i64, i64)>, Error>
 where
     C: rdkafka::consumer::ConsumerContext,
@@ -219,8 +252,7 @@ where
     partitions
         .iter()
         .map(|(topic, partition)| {
-            let (low, high) =
-                consumer.fetch_watermarks(topic, *partition, timeout).map_err(|source| unreachable(timeout, source))?;
+            let (low, high) = ask(timeout, connection, |wait| consumer.fetch_watermarks(topic, *partition, wait))?;
             Ok((topic.clone(), *partition, low, high))
         })
         .collect()

@@ -422,7 +422,7 @@ async fn secrets_given_with_set_appear_in_no_output() {
     let runs = [
         // Plaintext: the password is set but unused; the copy succeeds.
         (base(&["--set", &format!("sasl.password={secret}"), "--set", "sasl.username=alice"]), Some(0)),
-        // SASL against a broker without it: the login never happens.
+        // A SASL login the broker refuses: the source fails at once.
         (
             base(&[
                 "--set",
@@ -436,8 +436,9 @@ async fn secrets_given_with_set_appear_in_no_output() {
             ]),
             Some(1),
         ),
-        // A setting this build rejects, carrying the secret as its value.
-        (base(&["--set", &format!("ssl.key.password={secret}")]), Some(1)),
+        // A setting librdkafka rejects, carrying the secret as its value:
+        // an inline private key that is not one.
+        (base(&["--set", "security.protocol=ssl", "--set", &format!("ssl.key.pem={secret}")]), Some(1)),
     ];
     for (args, expected) in runs {
         let (code, _, stdout, stderr) =
