@@ -9,6 +9,10 @@ use std::task::{Context as TaskContext, Poll};
 use futures::{SinkExt as _, Stream};
 use tokio::sync::{mpsc, oneshot};
 
+mod batched;
+
+pub use batched::{Batch, BatchError, BatchWriter, WithDeadLetters, WriteError};
+
 use crate::edge::acks::Acks;
 use crate::error::BoxError;
 use crate::node::{Now, Sink};
