@@ -4,10 +4,11 @@
 #
 #   libssl-dev, pkg-config   librdkafka is built with TLS and SASL (SCRAM)
 #   stunnel4, openssl        the TLS-terminating proxy of the security tests
+#   postgresql               the database of the database tests (scripts/postgres.sh)
 #
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
-PACKAGES=(libssl-dev pkg-config stunnel4 openssl)
+PACKAGES=(libssl-dev pkg-config stunnel4 openssl postgresql)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use nanostream::TopologyBuilder;
 use nanostream::acks::{AckGuard, AckOutcome, Acks};
+use nanostream::policy::DeadLetter;
 use nanostream::prelude::*;
 use nanostream::sinks::{Batch, BatchWriter, WriteError};
 use proptest::prelude::*;
@@ -172,6 +173,15 @@ fn all_done(ledger: &Shared, guards: usize) {
     }
 }
 
+/// Records each dead letter's row as dead-lettered.
+fn rejects(ledger: &Shared) -> impl nanostream::Sink<In = DeadLetter<Row, Arc<String>>> {
+    let ledger = ledger.clone();
+    for_each(move |letter: DeadLetter<Row, Arc<String>>| {
+        let ledger = ledger.clone();
+        async move { lock(&ledger).dead.push(letter.input.id) }
+    })
+}
+
 async fn run(g: TopologyBuilder) -> Result<(), nanostream::Error> {
     tokio::time::timeout(Duration::from_secs(600), g.build().expect("valid").run()).await.expect("finishes")
 }
@@ -296,7 +306,7 @@ async fn split_rejected_stores_the_good_rows_and_dead_letters_only_the_poisoned_
     let dead_ledger = ledger.clone();
     g.sink(
         "rejects",
-        for_each(move |letter: nanostream::policy::DeadLetter<Row, Arc<String>>| {
+        for_each(move |letter: DeadLetter<Row, Arc<String>>| {
             let ledger = dead_ledger.clone();
             async move {
                 assert_eq!(letter.node, "store");
@@ -325,15 +335,7 @@ async fn without_split_the_whole_rejected_batch_is_dead_lettered() {
     let orders = guarded(&mut g, &ledger, input, 30, Duration::ZERO);
     let writer = BatchWriter::new(store(&ledger, Behaviour::default())).max_rows(10);
     let rejected = g.node("store", writer.dead_letters(), orders);
-    let dead_ledger = ledger.clone();
-    g.sink(
-        "rejects",
-        for_each(move |letter: nanostream::policy::DeadLetter<Row, Arc<String>>| {
-            let ledger = dead_ledger.clone();
-            async move { lock(&ledger).dead.push(letter.input.id) }
-        }),
-        rejected,
-    );
+    g.sink("rejects", rejects(&ledger), rejected);
     run(g).await.expect("runs");
     let l = lock(&ledger);
     assert_eq!(l.dead, (10..20).collect::<Vec<_>>());
@@ -506,15 +508,7 @@ fn check_case(case: &Case) -> Result<(), TestCaseError> {
             .split_rejected(case.split)
             .max_wait(Duration::from_millis(7));
         let rejected = g.node("store", writer.dead_letters(), orders);
-        let dead_ledger = ledger.clone();
-        g.sink(
-            "rejects",
-            for_each(move |letter: nanostream::policy::DeadLetter<Row, Arc<String>>| {
-                let ledger = dead_ledger.clone();
-                async move { lock(&ledger).dead.push(letter.input.id) }
-            }),
-            rejected,
-        );
+        g.sink("rejects", rejects(&ledger), rejected);
         run(g).await.map_err(|e| TestCaseError::fail(format!("the pipeline failed: {e}")))?;
         let l = lock(&ledger);
         let stored: BTreeSet<u32> = l.stored.iter().copied().collect();

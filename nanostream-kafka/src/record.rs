@@ -21,7 +21,11 @@ impl Header {
 }
 
 /// A consumed message: the decoded payload with where it came from.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` output puts where it was read, its key and its value first
+/// (a key that is UTF-8 shown as text), so that an error naming a record
+/// says which one even when cut short.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Record<T> {
     /// The topic it was read from.
@@ -45,6 +49,34 @@ pub struct Record<T> {
     /// [`keep_payload`](crate::KafkaSourceBuilder::keep_payload) (for
     /// [`DeadLetterSink`](crate::DeadLetterSink), which writes them back).
     pub payload: Option<Arc<[u8]>>,
+}
+
+/// Bytes as `Debug` shows them: the text if they are UTF-8.
+struct Bytes<'a>(&'a [u8]);
+
+impl std::fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => text.fmt(f),
+            Err(_) => self.0.fmt(f),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Record<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("key", &self.key.as_deref().map(Bytes))
+            .field("value", &self.value)
+            .field("headers", &self.headers)
+            .field("timestamp", &self.timestamp)
+            .field("read_watermark", &self.read_watermark)
+            .field("payload", &self.payload.as_ref().map(|p| format!("{} bytes", p.len())))
+            .finish()
+    }
 }
 
 impl<T> Record<T> {

@@ -79,17 +79,43 @@ pub enum WriteError<E> {
     Permanent(E),
 }
 
+/// The write function of a [`BatchWriter`]: implemented for every
+/// `Fn(Batch<T>) -> impl Future<Output = Result<(), WriteError<E>>>` that
+/// can be shared between tasks, with a future that does not borrow it.
+pub trait WriteBatch<T>: Send + Sync + 'static {
+    /// What a failed write says.
+    type Error: fmt::Display + fmt::Debug + Send + Sync + 'static;
+    /// The write.
+    type Future: Future<Output = Result<(), WriteError<Self::Error>>> + Send + 'static;
+    /// Writes `rows`, in one transaction where the store has them.
+    fn write(&self, rows: Batch<T>) -> Self::Future;
+}
+
+impl<T, F, Fut, E> WriteBatch<T> for F
+where
+    F: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    E: fmt::Display + fmt::Debug + Send + Sync + 'static,
+{
+    type Error = E;
+    type Future = Fut;
+
+    fn write(&self, rows: Batch<T>) -> Fut {
+        self(rows)
+    }
+}
+
 /// Why a [`BatchWriter`] failed: the error the pipeline fails with, naming
 /// the node (the runtime adds it) and, when one row is to blame, the row.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BatchError<E: fmt::Display + fmt::Debug> {
+pub enum BatchError<E> {
     /// The store rejected rows with a permanent error.
     #[error("{} rejected after {attempts} attempt(s): {error}", what(*rows, row.as_deref()))]
     Rejected {
         /// How many rows: 1 once a batch is split down to the row to blame.
         rows: usize,
-        /// The row (its `Debug` output, cut to 200 characters) when `rows`
+        /// The row (its `Debug` output, cut to 300 characters) when `rows`
         /// is 1.
         row: Option<String>,
         /// Attempts made on these rows.
@@ -172,7 +198,9 @@ struct Settings {
 ///
 /// The function gets a [`Batch`] (it derefs to `[T]`) and returns a future
 /// that does not borrow the writer (`'static`): clone the pool or client
-/// into it. Any client library works.
+/// into it. Any client library works. Its error's `Display` is what the
+/// pipeline's error, the logs and dead letters show: make it say what the
+/// store said (wrap a client error whose own `Display` is terse).
 ///
 /// # Examples
 ///
@@ -204,10 +232,10 @@ struct Settings {
 /// # Ok(())
 /// # }
 /// ```
-pub struct BatchWriter<T, W, E> {
+pub struct BatchWriter<T, W: WriteBatch<T>> {
     write: Arc<W>,
     settings: Settings,
-    state: State<T, E>,
+    state: State<T, W::Error>,
 }
 
 /// What a writer holds between calls.
@@ -260,11 +288,10 @@ struct Outcome<E> {
 /// comes, to release the acknowledgements of those that finished.
 const LOOK_EVERY: Duration = Duration::from_millis(5);
 
-impl<T, W, Fut, E> BatchWriter<T, W, E>
+impl<T, W, E> BatchWriter<T, W>
 where
     T: Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     /// A writer that writes each batch with `write`: batches of up to 1,000
@@ -297,7 +324,7 @@ where
     }
 }
 
-impl<T, W, E> BatchWriter<T, W, E> {
+impl<T, W: WriteBatch<T>> BatchWriter<T, W> {
     /// The most rows in one batch (at least 1; 1,000 by default).
     pub fn max_rows(mut self, rows: usize) -> Self {
         self.settings.max_rows = rows.max(1);
@@ -388,12 +415,12 @@ impl<T, W, E> BatchWriter<T, W, E> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn dead_letters(self) -> WithDeadLetters<T, W, E> {
+    pub fn dead_letters(self) -> WithDeadLetters<T, W> {
         WithDeadLetters(self)
     }
 }
 
-impl<T, W, E> fmt::Debug for BatchWriter<T, W, E> {
+impl<T, W: WriteBatch<T>> fmt::Debug for BatchWriter<T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchWriter")
             .field("settings", &self.settings)
@@ -405,21 +432,25 @@ impl<T, W, E> fmt::Debug for BatchWriter<T, W, E> {
 
 /// A [`BatchWriter`] whose rejected rows go to an output; see
 /// [`BatchWriter::dead_letters`].
-#[derive(Debug)]
-pub struct WithDeadLetters<T, W, E>(BatchWriter<T, W, E>);
+pub struct WithDeadLetters<T, W: WriteBatch<T>>(BatchWriter<T, W>);
+
+impl<T, W: WriteBatch<T>> fmt::Debug for WithDeadLetters<T, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WithDeadLetters").field(&self.0).finish()
+    }
+}
 
 /// A batch whose writes ended, to settle.
-struct Finished<T, E: fmt::Display + fmt::Debug> {
+struct Finished<T, E> {
     batch: Batch<T>,
     owed: Acks,
     outcome: Result<Outcome<E>, BatchError<E>>,
 }
 
-impl<T, W, Fut, E> BatchWriter<T, W, E>
+impl<T, W, E> BatchWriter<T, W>
 where
     T: Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     /// Keeps the acknowledgements of the chunk about to be consumed; the
@@ -553,11 +584,11 @@ enum Settled<T, E> {
     Rejected { batch: Batch<T>, parts: Vec<(Range<usize>, u32, Arc<E>)>, owed: Acks },
 }
 
-/// A row as an error names it: its `Debug` output, cut to 200 characters.
+/// A row as an error names it: its `Debug` output, cut to 300 characters.
 fn describe<T: fmt::Debug>(row: &T) -> String {
     let mut text = format!("{row:?}");
-    if text.len() > 200 {
-        let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    if text.len() > 300 {
+        let cut = (0..=300).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }
@@ -566,12 +597,12 @@ fn describe<T: fmt::Debug>(row: &T) -> String {
 
 /// Writes a batch: retries transient errors, and with `split` writes the
 /// halves of a rejected batch again, down to the rows to blame.
-async fn write_all<T, W, Fut, E>(write: Arc<W>, batch: Batch<T>, settings: Settings, ctx: Option<Context>) -> Outcome<E>
-where
-    W: Fn(Batch<T>) -> Fut,
-    Fut: Future<Output = Result<(), WriteError<E>>>,
-    E: fmt::Display,
-{
+async fn write_all<T, W: WriteBatch<T>>(
+    write: Arc<W>,
+    batch: Batch<T>,
+    settings: Settings,
+    ctx: Option<Context>,
+) -> Outcome<W::Error> {
     let mut outcome = Outcome { rejected: Vec::new(), gave_up: None };
     // Parts to write, the next last.
     let mut parts = vec![batch];
@@ -606,16 +637,16 @@ enum Attempt<E> {
 
 /// Writes one part, again after each transient error until
 /// `give_up_after`.
-async fn attempt<T, W, Fut, E>(write: &W, part: &Batch<T>, settings: Settings, ctx: Option<&Context>) -> Attempt<E>
-where
-    W: Fn(Batch<T>) -> Fut,
-    Fut: Future<Output = Result<(), WriteError<E>>>,
-    E: fmt::Display,
-{
+async fn attempt<T, W: WriteBatch<T>>(
+    write: &W,
+    part: &Batch<T>,
+    settings: Settings,
+    ctx: Option<&Context>,
+) -> Attempt<W::Error> {
     let started = Instant::now();
     let mut failures = 0u32;
     loop {
-        match write(part.clone()).await {
+        match write.write(part.clone()).await {
             Ok(()) => return Attempt::Written,
             Err(WriteError::Permanent(error)) => return Attempt::Rejected(failures + 1, error),
             Err(WriteError::Transient(error)) => {
@@ -635,7 +666,7 @@ where
     }
 }
 
-fn joined<R, E: fmt::Display + fmt::Debug>(result: Result<R, tokio::task::JoinError>) -> Result<R, BatchError<E>> {
+fn joined<R, E>(result: Result<R, tokio::task::JoinError>) -> Result<R, BatchError<E>> {
     result.map_err(|error| {
         if error.is_panic() {
             let panic = error.into_panic();
@@ -674,11 +705,10 @@ where
     tokio::spawn(future)
 }
 
-impl<T, W, Fut, E> Sink for BatchWriter<T, W, E>
+impl<T, W, E> Sink for BatchWriter<T, W>
 where
     T: fmt::Debug + Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     type In = T;
@@ -716,11 +746,10 @@ where
     }
 }
 
-impl<T, W, Fut, E> BatchWriter<T, W, E>
+impl<T, W, E> BatchWriter<T, W>
 where
     T: fmt::Debug + Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     /// [`progress`](Self::progress) for a writer without a dead-letter
@@ -747,11 +776,10 @@ where
     }
 }
 
-impl<T, W, Fut, E> Node for WithDeadLetters<T, W, E>
+impl<T, W, E> Node for WithDeadLetters<T, W>
 where
     T: Clone + Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     type In = T;
@@ -790,11 +818,10 @@ where
     }
 }
 
-impl<T, W, Fut, E> WithDeadLetters<T, W, E>
+impl<T, W, E> WithDeadLetters<T, W>
 where
     T: Clone + Send + Sync + 'static,
-    W: Fn(Batch<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), WriteError<E>>> + Send + 'static,
+    W: WriteBatch<T, Error = E>,
     E: fmt::Display + fmt::Debug + Send + Sync + 'static,
 {
     /// [`BatchWriter::progress`], emitting rejected rows as dead letters

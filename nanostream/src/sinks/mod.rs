@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod batched;
 
-pub use batched::{Batch, BatchError, BatchWriter, WithDeadLetters, WriteError};
+pub use batched::{Batch, BatchError, BatchWriter, WithDeadLetters, WriteBatch, WriteError};
 
 use crate::edge::acks::Acks;
 use crate::error::BoxError;
