@@ -309,7 +309,8 @@ async fn a_plaintext_client_against_the_tls_port_fails_saying_to_use_tls() {
 }
 
 /// The test broker answers every SASL handshake with "Unsupported SASL
-/// mechanism": a refused login. Over TLS, through the sink and the source,
+/// mechanism": a refused login. Over mutual TLS, for SCRAM-SHA-512,
+/// SCRAM-SHA-256 and PLAIN, through the sink and the source,
 /// it fails at once, names SASL, and the password is in no output: not in
 /// the errors, not in any log line at TRACE, not in the `Debug` output of
 /// the settings and builders, not in the pipeline's snapshot.
@@ -319,14 +320,18 @@ async fn a_refused_sasl_login_fails_at_once_and_no_secret_appears_anywhere() {
     let setup = setup();
     let password = "hunter2-sasl-7a1f";
     let key_password = setup.key_password();
-    for mechanism in [Scram::Sha512, Scram::Sha256] {
-        let security = setup.mutual().sasl_scram(mechanism, "alice", password);
+    let logins = [
+        setup.mutual().sasl_scram(Scram::Sha512, "alice", password),
+        setup.mutual().sasl_scram(Scram::Sha256, "alice", password),
+        setup.mutual().sasl_plain("alice", password),
+    ];
+    for security in logins {
         let source_builder = KafkaSource::builder(&setup.mtls, &common::unique("sasl")).security(&security).topic("t");
         let sink_builder = KafkaSink::builder(&setup.mtls).security(&security);
         let shown = format!("{security:?} {security:#?} {source_builder:?} {sink_builder:#?}");
 
         let (error, took) = source_failure(&setup.mtls, &security).await;
-        assert!(reason(&error).contains("SASL SCRAM-SHA-"), "{error}");
+        assert!(reason(&error).contains("SASL"), "{error}");
         assert!(took < Duration::from_secs(25), "failed after {took:?}");
 
         let sink = sink_builder.default_topic("t").build(Json).expect("sink");

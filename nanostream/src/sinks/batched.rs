@@ -196,6 +196,12 @@ struct Settings {
 ///   written at once (1 by default); give the function a connection pool
 ///   of at least that size.
 ///
+/// Rejected rows are handled by the writer's own settings above, not by an
+/// error policy wrapped around it (`skip_errors`, `retry`,
+/// `sink_with_dead_letters`): a rejection is known only when its batch's
+/// write ends, after the rows were consumed, so such a policy would act on
+/// whichever row came next.
+///
 /// The function gets a [`Batch`] (it derefs to `[T]`) and returns a future
 /// that does not borrow the writer (`'static`): clone the pool or client
 /// into it. Any client library works. Its error's `Display` is what the
