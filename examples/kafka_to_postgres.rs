@@ -8,12 +8,12 @@
 //! ```
 //!
 //! Each batch is one statement, `INSERT ... SELECT FROM UNNEST(...) ON
-//! CONFLICT (order_id) DO UPDATE`: one round trip and one transaction per
-//! batch. Connection errors and PostgreSQL's transient states (connection
-//! exceptions, serialization failures, deadlocks, a server shutting down
-//! or starting) are retried with backoff on a new connection; other errors
-//! (a constraint violation) reject the rows to blame. See `orders.rs` for
-//! what both database examples share.
+//! CONFLICT (order_id) DO UPDATE ... WHERE <newer>`: one round trip and one
+//! transaction per batch, and an older version of an order never replaces
+//! a newer one. Errors about the data (a constraint violation, a value out
+//! of range) reject the rows to blame; every other error (the connection,
+//! the server) is retried with backoff on a new connection. See
+//! `orders.rs` for what both database examples share.
 
 #[path = "orders.rs"]
 mod orders;
@@ -22,10 +22,11 @@ use std::fmt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 use nanostream::sinks::{Batch, WriteError};
-use orders::{Common, Row, checked_table, latest_per_order};
+use orders::{Common, Row, checked_table, latest_per_order, newer_than_stored};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -57,16 +58,23 @@ impl Pool {
                 "CREATE TABLE IF NOT EXISTS {table} (
                      order_id TEXT PRIMARY KEY,
                      customer TEXT NOT NULL,
-                     amount BIGINT NOT NULL CHECK (amount >= 0)
+                     amount BIGINT NOT NULL CHECK (amount >= 0),
+                     source_topic TEXT NOT NULL,
+                     source_partition INTEGER NOT NULL,
+                     source_offset BIGINT NOT NULL
                  );
                  CREATE OR REPLACE VIEW {table}_customer_totals AS
                      SELECT customer, count(*) AS orders, sum(amount) AS total FROM {table} GROUP BY customer;"
             ))
             .await?;
         let upsert = format!(
-            "INSERT INTO {table} (order_id, customer, amount)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
-             ON CONFLICT (order_id) DO UPDATE SET customer = EXCLUDED.customer, amount = EXCLUDED.amount"
+            "INSERT INTO {table} (order_id, customer, amount, source_topic, source_partition, source_offset)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::integer[], $6::bigint[])
+             ON CONFLICT (order_id) DO UPDATE SET customer = excluded.customer, amount = excluded.amount,
+                 source_topic = excluded.source_topic, source_partition = excluded.source_partition,
+                 source_offset = excluded.source_offset
+             WHERE {}",
+            newer_than_stored(table)
         );
         let slots = (0..size.max(1)).map(|_| Mutex::new(None)).collect();
         Ok(Arc::new(Self { dsn: dsn.to_owned(), upsert, slots, next: AtomicUsize::new(0) }))
@@ -81,10 +89,15 @@ impl Pool {
             _ => connect(&self.dsn, &self.upsert).await?,
         };
         let latest = latest_per_order(rows);
-        let ids: Vec<&str> = latest.iter().map(|o| o.order_id.as_str()).collect();
-        let customers: Vec<&str> = latest.iter().map(|o| o.customer.as_str()).collect();
-        let amounts: Vec<i64> = latest.iter().map(|o| o.amount).collect();
-        let written = client.execute(&upsert, &[&ids, &customers, &amounts]).await;
+        let ids: Vec<&str> = latest.iter().map(|r| r.value.order_id.as_str()).collect();
+        let customers: Vec<&str> = latest.iter().map(|r| r.value.customer.as_str()).collect();
+        let amounts: Vec<i64> = latest.iter().map(|r| r.value.amount).collect();
+        let topics: Vec<&str> = latest.iter().map(|r| &*r.topic).collect();
+        let partitions: Vec<i32> = latest.iter().map(|r| r.partition).collect();
+        let offsets: Vec<i64> = latest.iter().map(|r| r.offset).collect();
+        let columns: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&ids, &customers, &amounts, &topics, &partitions, &offsets];
+        let written = client.execute(&upsert, &columns).await;
         // Keep the connection unless it broke.
         if !client.is_closed() {
             *slot = Some((client, upsert));
@@ -93,9 +106,18 @@ impl Pool {
     }
 }
 
-/// A new connection, with `statement` prepared on it.
+/// A new connection, with `statement` prepared on it. Connecting gives up
+/// after 10 s, and a connection whose server stopped answering is noticed
+/// by TCP keepalives within about a minute (a write that hangs longer is
+/// cut off by the writer's `give_up_after`).
 async fn connect(dsn: &str, statement: &str) -> Result<(Client, Statement), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    let mut config: tokio_postgres::Config = dsn.parse()?;
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "a PostgreSQL connection ended");
@@ -134,24 +156,20 @@ impl fmt::Display for PgError {
     }
 }
 
-/// Whether trying again may work: the connection (no SQLSTATE: refused,
-/// reset, closed), or a state PostgreSQL says is transient.
+/// Whether the rows are to blame: only errors about the data are
+/// permanent (22: data exception; 23: integrity constraint violation, a
+/// check or a foreign key; 21000: cardinality). Everything else is about
+/// the connection or the server (refused, reset, shutting down, read-only
+/// after a failover, a password rotated, a lock or statement timeout, a
+/// table missing) and is retried until the writer gives up and stops the
+/// pipeline: no row goes to the dead letters for it.
 fn classify(error: tokio_postgres::Error) -> WriteError<PgError> {
-    let transient = match error.code().map(tokio_postgres::error::SqlState::code) {
-        None => true,
-        Some(code) => {
-            // 08: connection exception; 53: insufficient resources;
-            // 57P01-03: shutting down, crashed, starting up; 40001:
-            // serialization failure; 40P01: deadlock.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-        }
-    };
+    let rows_to_blame = error
+        .code()
+        .map(tokio_postgres::error::SqlState::code)
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23") || code == "21000");
     let error = PgError(error);
-    if transient { WriteError::Transient(error) } else { WriteError::Permanent(error) }
+    if rows_to_blame { WriteError::Permanent(error) } else { WriteError::Transient(error) }
 }
 
 async fn main_async(args: Args) -> Result<(), Box<dyn std::error::Error>> {

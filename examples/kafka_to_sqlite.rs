@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Parser;
 use nanostream::sinks::{Batch, WriteError};
-use orders::{Common, Row, checked_table, latest_per_order};
+use orders::{Common, Row, checked_table, latest_per_order, newer_than_stored};
 use rusqlite::{Connection, ErrorCode};
 
 /// Upsert orders from Kafka into SQLite.
@@ -38,7 +38,10 @@ fn open(path: &str, table: &str) -> rusqlite::Result<Connection> {
         "CREATE TABLE IF NOT EXISTS {table} (
              order_id TEXT PRIMARY KEY,
              customer TEXT NOT NULL,
-             amount INTEGER NOT NULL CHECK (amount >= 0)
+             amount INTEGER NOT NULL CHECK (amount >= 0),
+             source_topic TEXT NOT NULL,
+             source_partition INTEGER NOT NULL,
+             source_offset INTEGER NOT NULL
          );
          CREATE VIEW IF NOT EXISTS {table}_customer_totals AS
              SELECT customer, count(*) AS orders, sum(amount) AS total FROM {table} GROUP BY customer;"
@@ -51,8 +54,16 @@ fn write(db: &mut Connection, upsert: &str, rows: &[Row]) -> rusqlite::Result<()
     let tx = db.transaction()?;
     {
         let mut statement = tx.prepare_cached(upsert)?;
-        for order in latest_per_order(rows) {
-            statement.execute((&order.order_id, &order.customer, order.amount))?;
+        for row in latest_per_order(rows) {
+            let order = &row.value;
+            statement.execute((
+                &order.order_id,
+                &order.customer,
+                order.amount,
+                &*row.topic,
+                row.partition,
+                row.offset,
+            ))?;
         }
     }
     tx.commit()
@@ -70,8 +81,13 @@ async fn main_async(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let table = checked_table(&args.common.table)?.to_owned();
     let db = Arc::new(Mutex::new(open(&args.db, &table)?));
     let upsert: Arc<str> = format!(
-        "INSERT INTO {table} (order_id, customer, amount) VALUES (?1, ?2, ?3)
-         ON CONFLICT (order_id) DO UPDATE SET customer = excluded.customer, amount = excluded.amount"
+        "INSERT INTO {table} (order_id, customer, amount, source_topic, source_partition, source_offset)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (order_id) DO UPDATE SET customer = excluded.customer, amount = excluded.amount,
+             source_topic = excluded.source_topic, source_partition = excluded.source_partition,
+             source_offset = excluded.source_offset
+         WHERE {}",
+        newer_than_stored(&table)
     )
     .into();
     let write = move |rows: Batch<Row>| {

@@ -46,7 +46,9 @@ pub struct Common {
     /// How long a batch waits for more orders, in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub max_wait_ms: u64,
-    /// Transactions written at once.
+    /// Transactions written at once (they may commit in another order;
+    /// each row keeps its source offset, and an upsert never replaces a
+    /// newer version with an older one).
     #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
 }
@@ -67,11 +69,23 @@ pub type Row = Record<Order>;
 
 /// The last version of each order in a batch, in batch order: one
 /// statement may touch a row only once, and the latest read wins.
-pub fn latest_per_order(rows: &[Row]) -> Vec<&Order> {
+pub fn latest_per_order(rows: &[Row]) -> Vec<&Row> {
     let mut seen = std::collections::HashSet::new();
-    let mut latest: Vec<&Order> = rows.iter().rev().map(|r| &r.value).filter(|o| seen.insert(&o.order_id)).collect();
+    let mut latest: Vec<&Row> = rows.iter().rev().filter(|r| seen.insert(&r.value.order_id)).collect();
     latest.reverse();
     latest
+}
+
+/// The condition under which an upsert replaces a stored order: the new
+/// version was read from another partition, or later in the same one. So a
+/// batch written after a later one (several in flight) or an old record
+/// read again after a restart never puts an older version back.
+pub fn newer_than_stored(table: &str) -> String {
+    format!(
+        "{table}.source_topic IS DISTINCT FROM excluded.source_topic \
+         OR {table}.source_partition IS DISTINCT FROM excluded.source_partition \
+         OR {table}.source_offset <= excluded.source_offset"
+    )
 }
 
 /// Runs the pipeline: orders from Kafka, upserted in batches with `write`,

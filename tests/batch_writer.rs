@@ -273,6 +273,34 @@ async fn a_store_that_stays_down_fails_the_pipeline_after_give_up_after_and_noth
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_that_hangs_is_cut_off_at_give_up_after() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    let orders = guarded(&mut g, &ledger, rows(5), 5, Duration::ZERO);
+    let writer = BatchWriter::new(|_: Batch<Row>| std::future::pending::<Result<(), WriteError<String>>>())
+        .give_up_after(Duration::from_secs(10));
+    g.sink("store", writer, orders);
+    let started = Instant::now();
+    let error = run(g).await.expect_err("the write never returns");
+    let shown = format!("{error}: {}", std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default());
+    assert!(shown.contains("did not finish within 10s"), "{shown}");
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert_eq!(lock(&ledger).settled.get(&0).map(|s| s.0), Some(AckOutcome::Abandoned));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endless_max_wait_batches_by_size_only() {
+    let ledger = Shared::default();
+    let mut g = Topology::builder();
+    let orders = guarded(&mut g, &ledger, rows(25), 1, Duration::from_secs(1));
+    let writer = BatchWriter::new(store(&ledger, Behaviour::default())).max_rows(10).max_wait(Duration::MAX);
+    g.sink("store", writer, orders);
+    run(g).await.expect("runs");
+    assert_eq!(lock(&ledger).writes, [10, 10, 5], "full batches, the rest at the end of input");
+    all_done(&ledger, 25);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_rejected_row_fails_the_pipeline_naming_the_node_and_the_row() {
     let ledger = Shared::default();
     let mut g = Topology::builder();

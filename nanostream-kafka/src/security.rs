@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use nanostream::Context;
 use rdkafka::config::ClientConfig;
@@ -201,12 +201,19 @@ impl fmt::Debug for Security {
 /// security checks (fatal), and its latest error (for the start-up error).
 #[derive(Debug, Default)]
 pub(crate) struct Connection {
-    refused: OnceLock<String>,
+    /// The first refusal, and where one that comes while the pipeline runs
+    /// goes: under one lock, so that a refusal heard while the pipeline is
+    /// being set up is never missed by both sides.
+    state: Mutex<Refusal>,
     latest: Mutex<Option<String>>,
     /// The client connects with TLS.
     tls: bool,
-    /// Where a refusal that comes while the pipeline runs goes.
-    ctx: OnceLock<Context>,
+}
+
+#[derive(Debug, Default)]
+struct Refusal {
+    reason: Option<String>,
+    ctx: Option<Context>,
 }
 
 impl Connection {
@@ -239,22 +246,29 @@ impl Connection {
     fn heard(&self, reason: &str, refusal: bool) {
         let reason = reason.strip_prefix("[thrd:").and_then(|r| r.split_once("]: ")).map_or(reason, |(_, r)| r);
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
-        if refusal && self.refused.set(reason.to_owned()).is_ok() {
-            tracing::error!("the brokers refused the connection at its security checks; not retrying: {reason}");
-            if let Some(ctx) = self.ctx.get() {
-                ctx.fail(Error::Security { reason: reason.to_owned() });
-            }
+        if !refusal {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.reason.is_some() {
+            return;
+        }
+        tracing::error!("the brokers refused the connection at its security checks; not retrying: {reason}");
+        state.reason = Some(reason.to_owned());
+        if let Some(ctx) = &state.ctx {
+            ctx.fail(Error::Security { reason: reason.to_owned() });
         }
     }
 
-    /// The pipeline runs: later refusals fail it at once.
+    /// The pipeline runs: a refusal fails it at once (one heard before
+    /// now is returned by [`check`](Self::check)).
     pub(crate) fn set_context(&self, ctx: &Context) {
-        let _ = self.ctx.set(ctx.clone());
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).ctx = Some(ctx.clone());
     }
 
     /// [`Error::Security`] once the brokers refused the connection.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        match self.refused.get() {
+        match &self.state.lock().unwrap_or_else(PoisonError::into_inner).reason {
             Some(reason) => Err(Error::Security { reason: reason.clone() }),
             None => Ok(()),
         }
@@ -287,8 +301,24 @@ impl Connection {
 /// (a client certificate missing or rejected), a failed SASL login.
 ///
 /// Told by the error code when there is one, else by librdkafka's text for
-/// these failures (log lines carry no code).
+/// these failures (log lines carry no code). A failure the network may
+/// have caused is never one, whatever its code: librdkafka reports a
+/// handshake cut short by a disconnect or a timeout with the same codes
+/// (a broker restarting, a load balancer resetting connections), and
+/// retries it.
 fn refused(code: Option<RDKafkaErrorCode>, reason: &str) -> bool {
+    const NETWORK: [&str; 7] = [
+        "Disconnected",
+        "disconnected",
+        "transport error",
+        "Timed out",
+        "timed out",
+        "Connection reset",
+        "Connection refused",
+    ];
+    if NETWORK.iter().any(|text| reason.contains(text)) {
+        return false;
+    }
     match code {
         Some(RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication) => true,
         _ => {
@@ -367,6 +397,21 @@ mod tests {
         ] {
             assert!(!refused(None, transient), "{transient}");
             assert!(!refused(Some(RDKafkaErrorCode::AllBrokersDown), transient), "{transient}");
+        }
+        // What a broker restarting or a connection reset looks like during
+        // a handshake: librdkafka's texts, which come with SSL and
+        // authentication codes.
+        for transient in [
+            "ssl://b:9093/1: SSL handshake failed: Disconnected: connection reset by peer: connecting to a PLAINTEXT \
+             broker listener? (after 3ms in state SSL_HANDSHAKE)",
+            "ssl://b:9093/1: SSL handshake failed: SSL transport error: Connection timed out (after 30000ms in state \
+             SSL_HANDSHAKE)",
+            "sasl_ssl://b:9093/1: SASL authentication error: SaslAuthenticateRequest failed: Local: Timed out",
+            "sasl_ssl://b:9093/1: SASL SCRAM-SHA-512 mechanism handshake failed: Local: Timed out",
+        ] {
+            assert!(!refused(None, transient), "{transient}");
+            assert!(!refused(Some(RDKafkaErrorCode::SSL), transient), "{transient}");
+            assert!(!refused(Some(RDKafkaErrorCode::Authentication), transient), "{transient}");
         }
     }
 }

@@ -760,13 +760,15 @@ impl<T, D> KafkaSource<T, D> {
         // consumer's poll (rdkafka's `log.queue`): serve them meanwhile, so
         // that a refusal at the security checks is heard and ends the
         // check at once. Nothing is subscribed yet, so no message comes.
+        let ctx = self.ctx.clone().ok_or(Error::NotSetUp)?;
         let mut events = self.consumer.stream();
         let checked = loop {
             tokio::select! {
                 checked = &mut check => break checked,
                 Some(event) = events.next() => {
                     if let Err(error) = event {
-                        tracing::debug!(%error, "consumer error while starting");
+                        // Logged and counted, or fatal, as while it runs.
+                        consumer_error(error, &ctx, startup::repeats())?;
                     }
                 }
             }

@@ -139,6 +139,18 @@ pub enum BatchError<E> {
         /// The error of the last attempt.
         error: E,
     },
+    /// A write did not finish within
+    /// [`give_up_after`](BatchWriter::give_up_after) of the batch's first
+    /// attempt (a connection that hangs without failing).
+    #[error("writing a batch of {rows} row(s) did not finish within {}s ({attempts} attempts)", waited.as_secs())]
+    TimedOut {
+        /// The rows of the batch.
+        rows: usize,
+        /// Attempts made, the last one cut off.
+        attempts: u32,
+        /// How long it was tried.
+        waited: Duration,
+    },
     /// The write function panicked.
     #[error("writing a batch panicked: {0}")]
     Panicked(String),
@@ -176,14 +188,17 @@ struct Settings {
 /// - **Acknowledgements**: the rows' acknowledgements (a Kafka source's
 ///   offsets) are released only once the write of every batch holding
 ///   them returned `Ok`, in the order the batches were made, so a source
-///   commits nothing that is not stored. A write that never succeeds
+///   commits nothing that is not stored. (Rows sent to a dead-letter
+///   output are done once their dead letters are, which may be after
+///   later batches.) A write that never succeeds
 ///   leaves them unreleased: the rows are read again after a restart. Make
 ///   the write idempotent (an upsert by primary key) and a re-read row is
 ///   harmless.
 /// - **Retries**: a [`WriteError::Transient`] error writes the same batch
 ///   again after a backoff (100 ms, doubling up to 5 s), for up to
-///   [`give_up_after`](Self::give_up_after) (60 s); then the writer fails
-///   with [`BatchError::GaveUp`]. While it retries, back-pressure holds the
+///   [`give_up_after`](Self::give_up_after) (60 s) from its first attempt;
+///   then the writer fails with [`BatchError::GaveUp`], or
+///   [`BatchError::TimedOut`] if a write hangs past it. While it retries, back-pressure holds the
 ///   pipeline: nothing is lost, nothing piles up.
 /// - **Rejected rows**: a [`WriteError::Permanent`] error rejects the batch.
 ///   With [`split_rejected`](Self::split_rejected) the batch is written
@@ -194,7 +209,11 @@ struct Settings {
 ///   output with [`dead_letters`](Self::dead_letters).
 /// - **Concurrency**: up to [`in_flight`](Self::in_flight) batches are
 ///   written at once (1 by default); give the function a connection pool
-///   of at least that size.
+///   of at least that size. Batches written at once may be stored in
+///   another order than they were made (one is retried while the next
+///   commits): with more than one in flight, make overwrites independent
+///   of order, for example an upsert that keeps the row with the higher
+///   source offset.
 ///
 /// Rejected rows are handled by the writer's own settings above, not by an
 /// error policy wrapped around it (`skip_errors`, `retry`,
@@ -259,8 +278,10 @@ struct State<T, E> {
     chunk_in_batch: bool,
     /// Writes started and not yet settled, oldest first.
     writing: VecDeque<Writing<T, E>>,
-    /// When to look at finished writes if no input comes.
+    /// When to look at finished writes if no input comes, and the wait
+    /// before that.
     look_at: Option<Instant>,
+    look_every: Duration,
     ctx: Option<Context>,
 }
 
@@ -288,11 +309,15 @@ struct Outcome<E> {
     rejected: Vec<(Range<usize>, u32, Arc<E>)>,
     /// Transient errors outlasted `give_up_after`.
     gave_up: Option<(u32, Duration, E)>,
+    /// A write outlasted `give_up_after`.
+    timed_out: Option<(u32, Duration)>,
 }
 
-/// How often a writer with writes in flight looks at them when no input
-/// comes, to release the acknowledgements of those that finished.
-const LOOK_EVERY: Duration = Duration::from_millis(5);
+/// How soon a writer with writes in flight looks at them when no input
+/// comes, to release the acknowledgements of those that finished; the wait
+/// doubles while none finishes, up to [`LOOK_AT_MOST`].
+const LOOK_FIRST: Duration = Duration::from_millis(5);
+const LOOK_AT_MOST: Duration = Duration::from_millis(200);
 
 impl<T, W, E> BatchWriter<T, W>
 where
@@ -324,6 +349,7 @@ where
                 chunk_in_batch: false,
                 writing: VecDeque::new(),
                 look_at: None,
+                look_every: LOOK_FIRST,
                 ctx: None,
             },
         }
@@ -358,8 +384,10 @@ impl<T, W: WriteBatch<T>> BatchWriter<T, W> {
         self
     }
 
-    /// How long a batch is retried on transient errors before the writer
-    /// fails with [`BatchError::GaveUp`] (60 s by default).
+    /// How long a batch may take, from its first attempt, its retries and
+    /// (with [`split_rejected`](Self::split_rejected)) its halves included,
+    /// before the writer fails with [`BatchError::GaveUp`] or
+    /// [`BatchError::TimedOut`] (60 s by default; `Duration::MAX`: no limit).
     pub fn give_up_after(mut self, after: Duration) -> Self {
         self.settings.give_up_after = after;
         self
@@ -494,7 +522,13 @@ where
     }
 
     fn batch_is_due(&self) -> bool {
-        self.state.first_row_at.is_some_and(|at| at + self.settings.max_wait <= Instant::now())
+        self.due_at().is_some_and(|due| due <= Instant::now())
+    }
+
+    /// When the current batch must go out (`None`: no batch, or a wait
+    /// too long to count, as `Duration::MAX` says "by size only").
+    fn due_at(&self) -> Option<Instant> {
+        self.state.first_row_at.and_then(|at| at.checked_add(self.settings.max_wait))
     }
 
     fn can_start(&self) -> bool {
@@ -516,7 +550,10 @@ where
         let write = write_all(self.write.clone(), batch.clone(), self.settings, state.ctx.clone());
         let task = Task(spawn_named(&node, write.instrument(span)));
         state.writing.push_back(Writing { batch, owed, task });
-        state.look_at.get_or_insert_with(|| Instant::now() + LOOK_EVERY);
+        if state.look_at.is_none() {
+            state.look_every = LOOK_FIRST;
+            state.look_at = Some(Instant::now() + LOOK_FIRST);
+        }
     }
 
     /// The oldest write, once it has finished.
@@ -553,7 +590,9 @@ where
                 None => break,
             }
         }
-        self.state.look_at = (!self.state.writing.is_empty()).then(|| Instant::now() + LOOK_EVERY);
+        let state = &mut self.state;
+        state.look_every = if settled.is_empty() { (state.look_every * 2).min(LOOK_AT_MOST) } else { LOOK_FIRST };
+        state.look_at = (!state.writing.is_empty()).then(|| Instant::now() + state.look_every);
         if all {
             self.input_idle();
         }
@@ -561,8 +600,7 @@ where
     }
 
     fn deadline(&self) -> Option<Instant> {
-        let due = self.state.first_row_at.map(|at| at + self.settings.max_wait);
-        match (due, self.state.look_at) {
+        match (self.due_at(), self.state.look_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -575,6 +613,9 @@ where
         let outcome = outcome?;
         if let Some((attempts, waited, error)) = outcome.gave_up {
             return Err(BatchError::GaveUp { rows: batch.len(), attempts, waited, error });
+        }
+        if let Some((attempts, waited)) = outcome.timed_out {
+            return Err(BatchError::TimedOut { rows: batch.len(), attempts, waited });
         }
         if outcome.rejected.is_empty() {
             owed.release();
@@ -609,14 +650,21 @@ async fn write_all<T, W: WriteBatch<T>>(
     settings: Settings,
     ctx: Option<Context>,
 ) -> Outcome<W::Error> {
-    let mut outcome = Outcome { rejected: Vec::new(), gave_up: None };
+    let mut outcome = Outcome { rejected: Vec::new(), gave_up: None, timed_out: None };
+    // One budget for the batch, its halves included.
+    let started = Instant::now();
+    let deadline = started.checked_add(settings.give_up_after);
     // Parts to write, the next last.
     let mut parts = vec![batch];
     while let Some(part) = parts.pop() {
-        match attempt(&*write, &part, settings, ctx.as_ref()).await {
+        match attempt(&*write, &part, settings, (started, deadline), ctx.as_ref()).await {
             Attempt::Written => {}
             Attempt::GaveUp(attempts, waited, error) => {
                 outcome.gave_up = Some((attempts, waited, error));
+                return outcome;
+            }
+            Attempt::TimedOut(attempts, waited) => {
+                outcome.timed_out = Some((attempts, waited));
                 return outcome;
             }
             Attempt::Rejected(_, error) if settings.split && part.len() > 1 => {
@@ -639,27 +687,37 @@ enum Attempt<E> {
     Written,
     Rejected(u32, E),
     GaveUp(u32, Duration, E),
+    TimedOut(u32, Duration),
 }
 
-/// Writes one part, again after each transient error until
-/// `give_up_after`.
+/// Writes one part, again after each transient error, until the batch's
+/// deadline (`give_up_after` from its first attempt; `None`: never), which
+/// also cuts off a write that hangs.
 async fn attempt<T, W: WriteBatch<T>>(
     write: &W,
     part: &Batch<T>,
     settings: Settings,
+    (started, deadline): (Instant, Option<Instant>),
     ctx: Option<&Context>,
 ) -> Attempt<W::Error> {
-    let started = Instant::now();
     let mut failures = 0u32;
     loop {
-        match write.write(part.clone()).await {
+        let written = write.write(part.clone());
+        let result = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, written).await {
+                Ok(result) => result,
+                Err(_) => return Attempt::TimedOut(failures + 1, started.elapsed()),
+            },
+            None => written.await,
+        };
+        match result {
             Ok(()) => return Attempt::Written,
             Err(WriteError::Permanent(error)) => return Attempt::Rejected(failures + 1, error),
             Err(WriteError::Transient(error)) => {
                 failures += 1;
                 let delay = settings.backoff.delay_after(failures);
                 let waited = started.elapsed();
-                if waited + delay > settings.give_up_after {
+                if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
                     return Attempt::GaveUp(failures, waited, error);
                 }
                 if let Some(ctx) = ctx {
