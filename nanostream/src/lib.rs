@@ -116,6 +116,8 @@
 #![warn(clippy::unwrap_used)]
 
 mod adapt;
+#[cfg(feature = "checkpoint")]
+pub mod checkpoint;
 mod edge;
 pub mod error;
 mod graph;
