@@ -48,6 +48,8 @@
 //! ```
 
 mod blocking;
+#[cfg(feature = "checkpoint")]
+mod checkpoints;
 mod clocks;
 mod codec;
 mod dead_letters;
@@ -60,6 +62,8 @@ mod sink;
 mod source;
 mod startup;
 
+#[cfg(feature = "checkpoint")]
+pub use checkpoints::KafkaCheckpointStore;
 pub use codec::{Bincode, Decoder, EncodeWith, Encoder, Json, Raw, Utf8, encode_with};
 pub use dead_letters::DeadLetterSink;
 pub use error::Error;

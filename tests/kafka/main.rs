@@ -2,6 +2,7 @@
 //! Run through ./scripts/test.sh, which starts the broker; without one these
 //! tests fail with a message saying so.
 
+mod checkpoints;
 mod common;
 mod event_time;
 
