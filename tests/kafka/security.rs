@@ -259,6 +259,16 @@ async fn a_wrong_ca_fails_the_source_at_once_naming_the_certificate_check() {
     assert!(took < Duration::from_secs(25), "failed after {took:?}");
 }
 
+/// The system's roots (librdkafka's `probe`) do not include the test CA:
+/// the same refusal, which also shows that setting is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_roots_do_not_trust_a_private_ca() {
+    let setup = setup();
+    let (error, took) = source_failure(&setup.tls, &Security::tls_with_system_roots()).await;
+    assert!(reason(&error).contains("certificate verify failed"), "{error}");
+    assert!(took < Duration::from_secs(25), "failed after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_fails_the_sink_at_once() {
     let setup = setup();
