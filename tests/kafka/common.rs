@@ -198,3 +198,42 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         })
         .collect()
 }
+
+/// A writer that keeps what a test binary's `tracing` subscriber writes.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+
+    /// How many bytes were written so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("not poisoned").len()
+    }
+}
+
+/// Makes the global subscriber of this test binary one that keeps every
+/// line up to `level`, from every thread (librdkafka calls back on its
+/// own); call it once per binary, from a `OnceLock`.
+pub fn capture_logs(level: tracing::Level) -> Captured {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(level).finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+    captured
+}

@@ -650,27 +650,6 @@ async fn a_bounded_read_completes_at_the_end_offsets_of_its_start() {
     assert!(read_to_end(&group, &topic).await.is_empty(), "nothing new: done at once");
 }
 
-/// A writer that keeps what a test's `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
-    }
-}
-
 /// The source says when it joins, when partitions arrive (and how long that
 /// took), and warns when a member gets none: here two members share a
 /// one-partition topic, so one of them waits with nothing.
@@ -678,17 +657,7 @@ impl Captured {
 /// serves a rebalance on whichever thread polls the consumer's queue).
 fn captured_logs() -> &'static Captured {
     static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    CAPTURED.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
-        captured
-    })
+    CAPTURED.get_or_init(|| capture_logs(tracing::Level::INFO))
 }
 
 #[test]

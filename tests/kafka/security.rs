@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -72,36 +72,13 @@ impl Setup {
 }
 
 /// Everything this test binary logs, at every level, from every thread.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static CAPTURED: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    CAPTURED.get_or_init(|| {
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let sink = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || Writer(sink.clone()))
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
-        captured
-    })
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn captured_logs() -> &'static common::Captured {
+    static CAPTURED: OnceLock<common::Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| common::capture_logs(tracing::Level::TRACE))
 }
 
 fn logs() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().expect("not poisoned")).into_owned()
+    captured_logs().text()
 }
 
 async fn create_topic(brokers: &str, security: &ClientConfig, name: &str, partitions: i32) {
@@ -146,9 +123,16 @@ async fn read_all(brokers: &str, security: &Security, topic: &str) -> Vec<u64> {
     let source = KafkaSource::builder(brokers, &common::unique("tls-reader"))
         .security(security)
         .topic(topic)
+        .require_brokers(true);
+    read_to_end(source).await
+}
+
+/// Runs a bounded read from the earliest offsets with `source`; the
+/// values read.
+async fn read_to_end(source: nanostream_kafka::KafkaSourceBuilder) -> Vec<u64> {
+    let source = source
         .start_from(StartFrom::Earliest)
         .until_end(true)
-        .require_brokers(true)
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
         .build(Json)
@@ -326,7 +310,7 @@ async fn a_plaintext_client_against_the_tls_port_fails_saying_to_use_tls() {
 /// the settings and builders, not in the pipeline's snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_sasl_login_fails_at_once_and_no_secret_appears_anywhere() {
-    let logs_before = captured_logs().lock().expect("not poisoned").len();
+    let logs_before = captured_logs().len();
     let setup = setup();
     let password = "hunter2-sasl-7a1f";
     let key_password = setup.key_password();
@@ -403,22 +387,8 @@ async fn dead_letters_are_produced_over_the_same_mutual_tls() {
     let source = KafkaSource::builder(&setup.mtls, &common::unique("mtls-dl"))
         .security(&security)
         .topic(&input)
-        .start_from(StartFrom::Earliest)
-        .until_end(true)
-        .on_decode_error(nanostream_kafka::DecodeErrors::DeadLetter(dlq.clone()))
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .build(Json)
-        .expect("source");
-    let mut g = Topology::builder();
-    let records = g.source("consume", source);
-    let (collect, stream) = into_stream(1_000);
-    g.sink("collect", collect, records);
-    tokio::time::timeout(Duration::from_secs(90), g.build().expect("valid").run())
-        .await
-        .expect("a bounded read completes")
-        .expect("runs");
-    let mut good: Vec<u64> = stream.map(|r: Record<u64>| r.value).collect().await;
+        .on_decode_error(nanostream_kafka::DecodeErrors::DeadLetter(dlq.clone()));
+    let mut good = read_to_end(source).await;
     good.sort_unstable();
     assert_eq!(good, (0..10).collect::<Vec<_>>(), "every good payload decoded");
 
