@@ -64,6 +64,18 @@ impl Setup {
         std::fs::read_to_string(self.file("client.key.password")).expect("readable").trim().to_owned()
     }
 
+    /// Settings for an admin client over mutual TLS (to create topics).
+    fn mutual_admin(&self) -> ClientConfig {
+        let mut admin = ClientConfig::new();
+        admin
+            .set("security.protocol", "ssl")
+            .set("ssl.ca.location", self.file("ca.pem").display().to_string())
+            .set("ssl.certificate.location", self.file("client.pem").display().to_string())
+            .set("ssl.key.location", self.file("client.key").display().to_string())
+            .set("ssl.key.password", self.key_password());
+        admin
+    }
+
     fn mutual(&self) -> Security {
         Security::tls(self.file("ca.pem"))
             .client_certificate(self.file("client.pem"), self.file("client.key"))
@@ -216,13 +228,7 @@ async fn a_round_trip_over_mutual_tls_with_an_encrypted_client_key() {
     let setup = setup();
     let security = setup.mutual();
     let topic = common::unique("mtls");
-    let mut admin = ClientConfig::new();
-    admin
-        .set("security.protocol", "ssl")
-        .set("ssl.ca.location", setup.file("ca.pem").display().to_string())
-        .set("ssl.certificate.location", setup.file("client.pem").display().to_string())
-        .set("ssl.key.location", setup.file("client.key").display().to_string())
-        .set("ssl.key.password", setup.key_password());
+    let admin = setup.mutual_admin();
     create_topic(&setup.mtls, &admin, &topic, 1).await;
     let values: Vec<u64> = (1000..1200).collect();
     assert_eq!(produce(&setup.mtls, &security, &topic, values.clone()).await, 200, "every record delivered");
@@ -356,13 +362,7 @@ async fn dead_letters_are_produced_over_the_same_mutual_tls() {
     let setup = setup();
     let security = setup.mutual();
     let (input, dlq) = (common::unique("mtls-in"), common::unique("mtls-dlq"));
-    let mut admin = ClientConfig::new();
-    admin
-        .set("security.protocol", "ssl")
-        .set("ssl.ca.location", setup.file("ca.pem").display().to_string())
-        .set("ssl.certificate.location", setup.file("client.pem").display().to_string())
-        .set("ssl.key.location", setup.file("client.key").display().to_string())
-        .set("ssl.key.password", setup.key_password());
+    let admin = setup.mutual_admin();
     create_topic(&setup.mtls, &admin, &input, 1).await;
     create_topic(&setup.mtls, &admin, &dlq, 1).await;
     // Ten numbers and two payloads that are not JSON, through the sink.
